@@ -1,0 +1,47 @@
+# Two entry points (see README.md):
+#   make book   set up .venv and build the HTML book into _build/html (executes every chapter)
+#   make test   set up .venv, build the book, run unit tests, nbval over every chapter and the browser test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build on machines that have it on disk; override for another build,
+# e.g. `make book TORCH=torch` for the newest one.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup browser book test unit sync clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
+	touch $@
+
+# Debian's Chromium for the browser test; where it cannot be installed the test
+# says why and skips (it fails instead under CI=true).
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the browser test will be skipped"; \
+	else echo "warning: no chromium and no root apt-get; the browser test will be skipped"; fi
+
+book: setup
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: setup browser book
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest tests -m "not browser"
+
+# Regenerate the paired .ipynb files after editing a chapter's .md.
+sync: setup
+	$(BIN)/jupytext --sync chapters/*.md
+
+clean:
+	rm -rf _build

@@ -1,0 +1,41 @@
+"""fslearn: few-shot learning in PyTorch, and the library of the fslearn course book.
+
+Chapters and users import the top level::
+
+    import fslearn as fsl
+    background = fsl.load_embedded("background")
+"""
+
+from .backbones import Classifier, Conv4, conv_block, seeded
+from .data import FewShotDataset, to_float
+from .device import default_device, model_device
+from .embedded import load_embedded
+from .io import atomic_path, cache_dir
+from .memory import activation_bytes
+from .plot import image_grid, plot_epochs, plot_history, show_images
+from .train import History, evaluate_classifier, fit, iterations_per_epoch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Classifier",
+    "Conv4",
+    "FewShotDataset",
+    "History",
+    "activation_bytes",
+    "atomic_path",
+    "cache_dir",
+    "conv_block",
+    "default_device",
+    "evaluate_classifier",
+    "fit",
+    "image_grid",
+    "iterations_per_epoch",
+    "load_embedded",
+    "model_device",
+    "plot_epochs",
+    "plot_history",
+    "seeded",
+    "show_images",
+    "to_float",
+]

@@ -1,0 +1,108 @@
+"""Plots of training histories and image grids (matplotlib is imported on first use)."""
+
+from __future__ import annotations
+
+import torch
+
+from .train import History
+
+_X_LABELS = {"iteration": "iteration", "epoch": "epoch", "time": "wall time (s)", "samples": "samples seen"}
+
+
+def _axes(ax):
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    return ax
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average, so noisy per-iteration losses stay readable."""
+    if window <= 1:
+        return values
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_history(histories, x: str = "iteration", *, ax=None, smooth: int = 1, log_y: bool = False):
+    """Per-iteration training loss against iterations, epochs, wall time or samples seen.
+
+    Args:
+        histories: one :class:`~fslearn.train.History` or a ``{label: History}`` dict.
+        x: ``"iteration"``, ``"epoch"``, ``"time"`` or ``"samples"``.
+        smooth: moving-average window, in iterations.
+        log_y: logarithmic loss axis.
+
+    Returns:
+        The matplotlib ``Axes``.
+    """
+    ax = _axes(ax)
+    if isinstance(histories, History):
+        histories = {None: histories}
+    for label, history in histories.items():
+        ax.plot(history.axis(x), _smooth(history.loss, smooth), label=label, linewidth=1.2)
+    ax.set_xlabel(_X_LABELS[x])
+    ax.set_ylabel("training loss")
+    if log_y:
+        ax.set_yscale("log")
+    if any(label is not None for label in histories):
+        ax.legend()
+    return ax
+
+
+def plot_epochs(history: History, keys=("train_loss", "val_loss"), *, ax=None, label_prefix: str = ""):
+    """Per-epoch records (e.g. training vs validation loss) against the epoch number."""
+    ax = _axes(ax)
+    epochs = history.epoch_values("epoch")
+    for key in keys:
+        ax.plot(epochs, history.epoch_values(key), marker="o", markersize=3, label=f"{label_prefix}{key}")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    return ax
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> torch.Tensor:
+    """Tile images into one picture.
+
+    Args:
+        images: shape ``(N, C, H, W)`` or ``(N, H, W)``, uint8 or float in ``[0, 1]``.
+        nrow: images per row (default: about square).
+        pad: pixels of background between images.
+
+    Returns:
+        A float tensor of shape ``(rows·(H+pad)-pad, nrow·(W+pad)-pad, C)``.
+    """
+    images = images.detach().cpu()
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"images must have shape (N, C, H, W) or (N, H, W) with N ≥ 1; got {tuple(images.shape)}")
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    n, c, h, w = images.shape
+    nrow = nrow or max(1, round(n**0.5))
+    rows = -(-n // nrow)
+    grid = torch.zeros(rows * (h + pad) - pad, nrow * (w + pad) - pad, c)
+    for i, image in enumerate(images):
+        r, col = divmod(i, nrow)
+        grid[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = image.permute(1, 2, 0)
+    return grid
+
+
+def show_images(images: torch.Tensor, nrow: int | None = None, *, ax=None, title: str | None = None, ink: bool = True):
+    """Show a batch of images as a grid; ``ink=True`` draws ink (high values) dark on white."""
+    grid = image_grid(images, nrow).numpy()
+    ax = _axes(ax)
+    if grid.shape[-1] == 1:
+        ax.imshow(grid[..., 0], cmap="gray_r" if ink else "gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(grid.clip(0, 1))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax

@@ -1,0 +1,46 @@
+"""Every chapter is a Jupytext pair: the .md people edit and the .ipynb Colab opens."""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 2
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.name)
+def test_pair_is_in_sync(md):
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing: run `make sync`"
+    text, notebook = jupytext.read(md), jupytext.read(ipynb)
+    cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    assert cells(notebook) == cells(text), f"{md.name} and {ipynb.name} differ: run `make sync`"
+    assert notebook.metadata["jupytext"]["formats"] == "ipynb,md:myst"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.name)
+def test_committed_notebook_has_no_outputs(md):
+    notebook = jupytext.read(md.with_suffix(".ipynb"))
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.name)
+def test_first_code_cell_installs_fslearn_only_in_colab(md):
+    first = next(c for c in jupytext.read(md).cells if c.cell_type == "code")
+    assert '"google.colab" in sys.modules' in first.source
+    assert "pip" in first.source and "git+https://github.com/fslearn/fslearn" in first.source
+    assert "torch" not in first.source and "numpy" not in first.source  # Colab has its own
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text()
+    files = {entry["file"] for part in yaml.safe_load(toc)["parts"] for entry in part["chapters"]}
+    assert {f"chapters/{md.stem}" for md in CHAPTERS} <= files

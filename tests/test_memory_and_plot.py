@@ -1,0 +1,45 @@
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+import fslearn as fsl
+
+matplotlib.use("Agg")
+
+
+def test_activation_bytes_oracle_for_one_linear_layer():
+    # A linear layer saves only its input for the weight gradient.
+    layer = nn.Linear(10, 7)
+    assert fsl.activation_bytes(layer, torch.zeros(5, 10)) == 5 * 10 * 4
+
+
+def test_activation_bytes_grow_linearly_with_batch():
+    net = fsl.Conv4(1, 8)
+    one = fsl.activation_bytes(net, torch.zeros(1, 1, 28, 28))
+    many = fsl.activation_bytes(net, torch.zeros(32, 1, 28, 28))
+    assert one > 0 and many == pytest.approx(32 * one, rel=0.01)
+
+
+def test_image_grid_places_every_image():
+    images = torch.stack([torch.full((1, 3, 2), float(i) / 10) for i in range(5)])
+    grid = fsl.image_grid(images, nrow=3, pad=1)
+    assert grid.shape == (2 * 4 - 1, 3 * 3 - 1, 1)
+    assert grid[0, 0, 0] == 0.0 and grid[4, 3, 0] == pytest.approx(0.4)
+    assert fsl.image_grid(torch.zeros(4, 2, 2, dtype=torch.uint8)).shape == (2 * 4 - 2, 2 * 4 - 2, 1)
+    with pytest.raises(ValueError, match="got \\(0, 1, 2, 2\\)"):
+        fsl.image_grid(torch.zeros(0, 1, 2, 2))
+
+
+def test_plots_draw_the_history_data():
+    x, y = torch.randn(12, 3), torch.randint(2, (12,))
+    h = fsl.fit(nn.Linear(3, 2), x, y, batch_size=4, epochs=2, validation=(x, y), progress=False)
+    ax = fsl.plot_history({"a": h}, x="epoch")
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == h.axis("epoch") and list(line.get_ydata()) == h.loss
+    ax = fsl.plot_history(h, x="iteration", smooth=3)
+    assert list(ax.get_lines()[0].get_ydata())[2] == pytest.approx(sum(h.loss[:3]) / 3)
+    ax = fsl.plot_epochs(h, keys=("train_loss", "val_accuracy"))
+    assert [l.get_label() for l in ax.get_lines()] == ["train_loss", "val_accuracy"]
+    ax = fsl.show_images(torch.zeros(6, 1, 5, 5, dtype=torch.uint8), title="t")
+    assert ax.get_title() == "t" and ax.get_images()[0].get_array().shape == (3 * 7 - 2, 2 * 7 - 2)
