@@ -31,7 +31,7 @@ browser:
 	else echo "warning: no chromium and no root apt-get; the browser test will be skipped"; fi
 
 book: setup
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 test: setup browser book
 	$(BIN)/python -m pytest
