@@ -14,6 +14,7 @@ import time
 import warnings
 
 import torch
+from tqdm.auto import tqdm
 
 from . import glyphs
 from .data import FewShotDataset
@@ -50,28 +51,6 @@ def _alphabet_generator(seed: int, alphabet: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + alphabet)
 
 
-def _render_all(segments, widths, image_size, progress):
-    """Render ragged lists of per-character strokes in batches of similar length."""
-    order = sorted(range(len(segments)), key=lambda i: segments[i].shape[1])
-    images = [None] * len(segments)
-    chars_per_batch = max(1, 4096 // image_size**2 * 8)
-    batches = [order[i : i + chars_per_batch] for i in range(0, len(order), chars_per_batch)]
-    from tqdm.auto import tqdm
-
-    for batch in tqdm(batches, desc="rendering characters", disable=not progress, leave=False):
-        n_seg = max(segments[i].shape[1] for i in batch)
-        seg = torch.full((len(batch), N_DRAWERS, n_seg, 2, 2), 1e3, dtype=torch.float64)
-        wid = torch.zeros(len(batch), N_DRAWERS, n_seg, dtype=torch.float64)
-        for row, i in enumerate(batch):
-            seg[row, :, : segments[i].shape[1]] = segments[i]
-            wid[row, :, : widths[i].shape[1]] = widths[i]
-        ink = glyphs.render(seg.flatten(0, 1), wid.flatten(0, 1), image_size)
-        ink = ink.mul_(255).round_().to(torch.uint8).view(len(batch), N_DRAWERS, image_size, image_size)
-        for row, i in enumerate(batch):
-            images[i] = ink[row]
-    return torch.stack(images).unsqueeze(2)  # (n_characters, N_DRAWERS, 1, R, R)
-
-
 def generate(seed: int = 0, image_size: int = 28, progress: bool = False, alphabets=None) -> FewShotDataset:
     """Generate the character set without the cache; see :func:`load_embedded`.
 
@@ -88,19 +67,23 @@ def generate(seed: int = 0, image_size: int = 28, progress: bool = False, alphab
     sizes = BACKGROUND_ALPHABET_SIZES + EVALUATION_ALPHABET_SIZES
     if alphabets is None:
         alphabets = range(len(sizes))
-    segments, widths, class_names, groups = [], [], [], []
-    for alphabet in alphabets:
-        n_characters = sizes[alphabet]
-        gen = _alphabet_generator(seed, alphabet)
-        name = f"{_alphabet_name(gen)}_{alphabet + 1:02d}"
-        style = glyphs.make_alphabet_style(gen)
-        for character in range(n_characters):
-            seg, wid = glyphs.draw(glyphs.make_glyph(style, gen), N_DRAWERS, gen)
-            segments.append(seg)
-            widths.append(wid)
-            class_names.append(f"{name}/character{character + 1:02d}")
-            groups.append(name)
-    images = _render_all(segments, widths, image_size, progress)
+    total = sum(sizes[a] for a in alphabets)
+    images, class_names, groups = [], [], []
+    with tqdm(total=total, desc="drawing characters", unit="char", disable=not progress, leave=False) as bar:
+        for alphabet in alphabets:
+            gen = _alphabet_generator(seed, alphabet)
+            name = f"{_alphabet_name(gen)}_{alphabet + 1:02d}"
+            style = glyphs.make_alphabet_style(gen)
+            for character in range(sizes[alphabet]):
+                segments, widths = glyphs.draw(glyphs.make_glyph(style, gen), N_DRAWERS, gen)
+                # One character's 20 images at a time: the (20, segments, R, R) distance
+                # tensor stays in cache, which beats larger, padded batches.
+                ink = glyphs.render(segments, widths, image_size)
+                images.append(ink.mul_(255).round_().to(torch.uint8))
+                class_names.append(f"{name}/character{character + 1:02d}")
+                groups.append(name)
+                bar.update(1)
+    images = torch.stack(images).unsqueeze(2)  # (n_characters, N_DRAWERS, 1, R, R)
     return FewShotDataset(images, class_names, groups, name=f"embedded(seed={seed}, {image_size}px)")
 
 
