@@ -99,6 +99,7 @@ def evaluate_classifier(model, x, y, *, batch_size: int = 1024, loss_fn=F.cross_
     Args:
         x: inputs of shape ``(N, ...)`` (uint8 images are scaled to ``[0, 1]``).
         y: integer labels of shape ``(N,)``.
+        loss_fn: a mean-reduced loss ``loss_fn(logits, labels) -> scalar``.
 
     Returns:
         ``{"loss": float, "accuracy": float}``.
@@ -112,7 +113,7 @@ def evaluate_classifier(model, x, y, *, batch_size: int = 1024, loss_fn=F.cross_
         xb = to_float(x[start : start + batch_size].to(device))
         yb = y[start : start + batch_size].to(device)
         logits = model(xb)
-        total_loss += loss_fn(logits, yb, reduction="sum")
+        total_loss += loss_fn(logits, yb) * len(yb)
         correct += (logits.argmax(1) == yb).sum()
     model.train(was_training)
     return {"loss": total_loss.item() / len(x), "accuracy": correct.item() / len(x)}
@@ -159,7 +160,8 @@ def fit(
         shuffle: a new order every epoch (from ``seed``), else the given order.
         optimizer: defaults to Adam with learning rate 1e-3.
         loss_fn: ``loss_fn(outputs, targets) -> scalar``.
-        accumulate: batches whose gradients are summed per weight update.
+        accumulate: batches per weight update; each batch's loss is divided by
+            ``accumulate``, so an update averages their gradients.
         validation: ``(x_val, y_val)`` scored after every epoch.
         seed: seeds the shuffling and every random op in the model (dropout),
             without touching torch's global generator.
