@@ -7,7 +7,7 @@ Chapters and users import the top level::
 """
 
 from .backbones import Classifier, Conv4, conv_block, seeded
-from .data import FewShotDataset, to_float
+from .data import FewShotDataset, to_float, with_rotations
 from .device import default_device, model_device
 from .embedded import load_embedded
 from .io import atomic_path, cache_dir
@@ -38,4 +38,5 @@ __all__ = [
     "seeded",
     "show_images",
     "to_float",
+    "with_rotations",
 ]

@@ -105,3 +105,17 @@ class FewShotDataset:
         x = self.images.flatten(0, 1)
         y = torch.arange(self.n_classes, device=self.device).repeat_interleave(self.n_per_class)
         return (to_float(x) if float_images else x), y
+
+
+def with_rotations(dataset: FewShotDataset, angles=(0, 90, 180, 270)) -> FewShotDataset:
+    """Each class rotated by each angle becomes a class of its own (Vinyals et al.'s protocol).
+
+    Returns a dataset of ``len(angles) * n_classes`` classes, angle-major: the first
+    ``n_classes`` are rotated by ``angles[0]``, and so on. Names get a ``@rot<angle>`` suffix.
+    """
+    bad = [a for a in angles if a % 90]
+    if bad:
+        raise ValueError(f"angles must be multiples of 90 degrees; got {bad}")
+    images = torch.cat([torch.rot90(dataset.images, a // 90, dims=(-2, -1)) for a in angles])
+    names = [f"{name}@rot{a}" for a in angles for name in dataset.class_names]
+    return FewShotDataset(images, names, list(dataset.groups) * len(angles), f"{dataset.name} ×{len(angles)} rotations")

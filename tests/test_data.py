@@ -48,3 +48,13 @@ def test_to_device(device):
 def test_bad_datasets_are_rejected(images, names, message):
     with pytest.raises(ValueError, match=message):
         fsl.FewShotDataset(images, names, names)
+
+
+def test_with_rotations_makes_new_classes():
+    ds = _dataset()
+    rotated = fsl.with_rotations(ds)
+    assert rotated.n_classes == 16 and rotated.class_names[4] == "g0/c0@rot90"
+    torch.testing.assert_close(rotated.images[4], torch.rot90(ds.images[0], 1, dims=(-2, -1)))
+    torch.testing.assert_close(rotated.images[:4], ds.images)
+    with pytest.raises(ValueError, match=r"multiples of 90 degrees; got \[45\]"):
+        fsl.with_rotations(ds, angles=(0, 45))
