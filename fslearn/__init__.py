@@ -10,23 +10,35 @@ from .backbones import Classifier, Conv4, conv_block, seeded
 from .data import FewShotDataset, to_float, with_rotations
 from .device import default_device, model_device
 from .embedded import load_embedded
+from .episodes import Episode, EpisodeSampler, EpisodeSet
+from .evaluate import Accuracy, confidence_interval, evaluate
 from .io import atomic_path, cache_dir
 from .memory import activation_bytes
+from .prototypes import NearestPrototype, class_prototypes, cosine_similarity, squared_euclidean
 from .plot import image_grid, plot_epochs, plot_history, show_images
 from .train import History, evaluate_classifier, fit, iterations_per_epoch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Accuracy",
     "Classifier",
     "Conv4",
+    "Episode",
+    "EpisodeSampler",
+    "EpisodeSet",
     "FewShotDataset",
     "History",
+    "NearestPrototype",
     "activation_bytes",
     "atomic_path",
     "cache_dir",
+    "class_prototypes",
+    "confidence_interval",
     "conv_block",
+    "cosine_similarity",
     "default_device",
+    "evaluate",
     "evaluate_classifier",
     "fit",
     "image_grid",
@@ -37,6 +49,7 @@ __all__ = [
     "plot_history",
     "seeded",
     "show_images",
+    "squared_euclidean",
     "to_float",
     "with_rotations",
 ]

@@ -1,0 +1,85 @@
+"""Few-shot evaluation: mean accuracy over test episodes with a 95% confidence interval."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+#: The normal quantile behind a two-sided 95% confidence interval.
+Z_95 = 1.96
+
+
+@dataclass
+class Accuracy:
+    """Mean accuracy over ``n`` episodes and the half-width of its 95% confidence interval.
+
+    Attributes:
+        mean: mean of the per-episode accuracies, in ``[0, 1]``.
+        ci95: ``1.96 · std / √n`` (sample standard deviation), in the same units.
+        per_episode: the accuracy of every episode, shape ``(n,)``.
+    """
+
+    mean: float
+    ci95: float
+    per_episode: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.per_episode.numel()
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f}%"
+
+
+def confidence_interval(accuracies) -> Accuracy:
+    """Mean and 95% confidence half-width of per-episode accuracies (design: 1.96·σ/√n).
+
+    >>> str(confidence_interval([0.5, 0.7, 0.6, 0.6]))
+    '60.00 ± 8.00%'
+    """
+    values = torch.as_tensor(accuracies, dtype=torch.float64).flatten().cpu()
+    if values.numel() < 2:
+        raise ValueError(f"a confidence interval needs at least 2 episodes; got {values.numel()}")
+    return Accuracy(values.mean().item(), Z_95 * values.std().item() / math.sqrt(values.numel()), values)
+
+
+def evaluate(learner, episodes, *, progress: bool = False, desc: str = "evaluating") -> Accuracy:
+    """Accuracy of ``learner`` on every episode of ``episodes``, ± 95% CI.
+
+    Args:
+        learner: any callable with the shared call shape
+            ``learner(support_x, support_y, query_x) -> logits`` of shape
+            ``(n_way * n_query, n_way)``; a module is put in eval mode and back.
+            It runs under ``torch.no_grad()``; a learner that adapts by gradient
+            (MAML) turns gradients back on inside itself.
+        episodes: an :class:`~fslearn.episodes.EpisodeSet` or any iterable of
+            single :class:`~fslearn.episodes.Episode` objects.
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`Accuracy`.
+    """
+    from tqdm.auto import tqdm
+
+    was_training = getattr(learner, "training", None)
+    if was_training is not None:
+        learner.eval()
+    accuracies = []
+    try:
+        with torch.no_grad():
+            for episode in tqdm(episodes, desc=desc, disable=not progress, leave=False):
+                logits = learner(episode.support_x, episode.support_y, episode.query_x)
+                expected = (episode.query_y.shape[-1], episode.n_way)
+                if tuple(logits.shape) != expected:
+                    raise ValueError(
+                        f"the learner returned logits of shape {tuple(logits.shape)}; expected "
+                        f"(n_way * n_query, n_way) = {expected}"
+                    )
+                # Stays on the device: one host sync at the end, not one per episode.
+                accuracies.append((logits.argmax(-1) == episode.query_y).float().mean())
+    finally:
+        if was_training is not None:
+            learner.train(was_training)
+    return confidence_interval(torch.stack(accuracies))

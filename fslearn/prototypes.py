@@ -1,0 +1,65 @@
+"""Class prototypes and distances: the arithmetic behind nearest-prototype classification."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Mean embedding of each class.
+
+    Args:
+        embeddings: shape ``(n_support, D)``.
+        labels: integer labels in ``0..n_way-1``, shape ``(n_support,)``.
+        n_way: number of classes.
+
+    Returns:
+        Prototypes of shape ``(n_way, D)``.
+    """
+    sums = torch.zeros(n_way, embeddings.shape[-1], dtype=embeddings.dtype, device=embeddings.device)
+    sums.index_add_(0, labels, embeddings)
+    counts = torch.bincount(labels, minlength=n_way).clamp_min(1).to(embeddings.dtype)
+    return sums / counts[:, None]
+
+
+def squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All squared Euclidean distances: ``(n, D)`` × ``(m, D)`` → ``(n, m)``."""
+    return (a[:, None, :] - b[None, :, :]).square().sum(-1)
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All cosine similarities: ``(n, D)`` × ``(m, D)`` → ``(n, m)``."""
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
+class NearestPrototype(nn.Module):
+    """Classify each query by its nearest class prototype (mean support embedding).
+
+    The shared call shape of every learner in fslearn:
+    ``logits = learner(support_x, support_y, query_x)``. With the default
+    identity backbone it is the pixel-space nearest-class-mean baseline.
+
+    Args:
+        backbone: maps images ``(B, C, H, W)`` to embeddings ``(B, D)``;
+            ``None`` flattens the pixels.
+        distance: ``"euclidean"`` (logits are negative squared distances) or
+            ``"cosine"`` (logits are cosine similarities).
+    """
+
+    def __init__(self, backbone: nn.Module | None = None, distance: str = "euclidean"):
+        super().__init__()
+        if distance not in ("euclidean", "cosine"):
+            raise ValueError(f"distance must be 'euclidean' or 'cosine'; got {distance!r}")
+        self.backbone = backbone if backbone is not None else nn.Flatten()
+        self.distance = distance
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """``(N·K, C, H, W)``, ``(N·K,)``, ``(Q', C, H, W)`` → logits ``(Q', N)``."""
+        n_way = int(support_y.max()) + 1 if support_y.numel() else 0
+        prototypes = class_prototypes(self.backbone(support_x), support_y, n_way)
+        queries = self.backbone(query_x)
+        if self.distance == "cosine":
+            return cosine_similarity(queries, prototypes)
+        return -squared_euclidean(queries, prototypes)
