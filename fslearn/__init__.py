@@ -14,6 +14,7 @@ from .episodes import Episode, EpisodeSampler, EpisodeSet
 from .evaluate import Accuracy, confidence_interval, evaluate
 from .io import atomic_path, cache_dir
 from .memory import activation_bytes
+from .miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .prototypes import NearestPrototype, class_prototypes, cosine_similarity, squared_euclidean
 from .plot import image_grid, plot_epochs, plot_history, show_images
 from .train import History, evaluate_classifier, fit, iterations_per_epoch
@@ -21,6 +22,7 @@ from .train import History, evaluate_classifier, fit, iterations_per_epoch
 __version__ = "0.1.0"
 
 __all__ = [
+    "MINIIMAGENET_SPLIT_SIZES",
     "Accuracy",
     "Classifier",
     "Conv4",
@@ -43,6 +45,7 @@ __all__ = [
     "fit",
     "image_grid",
     "iterations_per_epoch",
+    "load_miniimagenet",
     "load_embedded",
     "model_device",
     "plot_epochs",
