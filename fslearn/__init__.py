@@ -9,11 +9,14 @@ Chapters and users import the top level::
 from .backbones import Classifier, Conv4, conv_block, seeded
 from .data import FewShotDataset, to_float, with_rotations
 from .device import default_device, model_device
+from .datasets import DATASETS, load_dataset
 from .embedded import load_embedded
 from .episodes import Episode, EpisodeSampler, EpisodeSet
 from .evaluate import Accuracy, confidence_interval, evaluate
 from .io import atomic_path, cache_dir
 from .memory import activation_bytes
+from .omniglot import download_omniglot, extract_zip, load_omniglot, omniglot_split
+from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .prototypes import NearestPrototype, class_prototypes, cosine_similarity, squared_euclidean
 from .plot import image_grid, plot_epochs, plot_history, show_images
@@ -22,16 +25,18 @@ from .train import History, evaluate_classifier, fit, iterations_per_epoch
 __version__ = "0.1.0"
 
 __all__ = [
-    "MINIIMAGENET_SPLIT_SIZES",
     "Accuracy",
     "Classifier",
     "Conv4",
+    "DATASETS",
     "Episode",
     "EpisodeSampler",
     "EpisodeSet",
     "FewShotDataset",
     "History",
+    "MINIIMAGENET_SPLIT_SIZES",
     "NearestPrototype",
+    "OneShotRun",
     "activation_bytes",
     "atomic_path",
     "cache_dir",
@@ -40,14 +45,22 @@ __all__ = [
     "conv_block",
     "cosine_similarity",
     "default_device",
+    "download_omniglot",
+    "download_runs",
     "evaluate",
     "evaluate_classifier",
+    "evaluate_runs",
+    "extract_zip",
     "fit",
     "image_grid",
     "iterations_per_epoch",
-    "load_miniimagenet",
+    "load_dataset",
     "load_embedded",
+    "load_miniimagenet",
+    "load_omniglot",
+    "load_runs",
     "model_device",
+    "omniglot_split",
     "plot_epochs",
     "plot_history",
     "seeded",

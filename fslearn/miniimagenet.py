@@ -21,7 +21,7 @@ downloaded freely, so :func:`load_miniimagenet` reads a copy from a folder
    Each holds a dict with ``image_data`` (uint8 array ``N×84×84×3``) and
    ``class_dict`` (``{wnid: [indices into image_data]}``).
 
-The decoded split is cached under :func:`fslearn.io.cache_dir`, so only the
+The decoded split is cached under :func:`fslearn.cache_dir`, so only the
 first load pays for decoding.
 """
 
