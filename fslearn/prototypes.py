@@ -25,8 +25,14 @@ def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int)
 
 
 def squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """All squared Euclidean distances: ``(n, D)`` × ``(m, D)`` → ``(n, m)``."""
-    return (a[:, None, :] - b[None, :, :]).square().sum(-1)
+    """All squared Euclidean distances: ``(n, D)`` × ``(m, D)`` → ``(n, m)``.
+
+    Computed as ``|a|² + |b|² − 2 a·b`` (one matrix product) rather than by
+    broadcasting an ``(n, m, D)`` difference, which is an order of magnitude
+    slower for pixel-sized ``D``; rounding can make tiny distances slightly
+    negative, so they are clamped at 0.
+    """
+    return (a.square().sum(-1)[:, None] + b.square().sum(-1)[None, :] - 2 * a @ b.T).clamp_min(0)
 
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

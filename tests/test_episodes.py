@@ -180,10 +180,18 @@ def test_nearest_prototype_oracle_and_support_order():
     support_y = torch.tensor([0, 0, 1, 1, 2, 2])
     logits = fsl.NearestPrototype()(support_x, support_y, query_x)
     means = support_x.flatten(1).view(3, 2, 16).mean(1)
-    torch.testing.assert_close(logits, -torch.cdist(query_x.flatten(1), means) ** 2)
+    torch.testing.assert_close(logits, -torch.cdist(query_x.flatten(1), means) ** 2, atol=1e-5, rtol=1e-4)
     perm = torch.randperm(6, generator=g)
     torch.testing.assert_close(fsl.NearestPrototype()(support_x[perm], support_y[perm], query_x), logits)
     cos = fsl.NearestPrototype(distance="cosine")(support_x, support_y, query_x)
     torch.testing.assert_close(cos, torch.nn.functional.cosine_similarity(query_x.flatten(1)[:, None], means[None], dim=-1))
     with pytest.raises(ValueError, match="got 'manhattan'"):
         fsl.NearestPrototype(distance="manhattan")
+
+
+def test_squared_euclidean_oracle_in_float64():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 33, generator=g, dtype=torch.float64), torch.randn(4, 33, generator=g, dtype=torch.float64)
+    expected = torch.stack([torch.stack([(x - y).square().sum() for y in b]) for x in a])
+    torch.testing.assert_close(fsl.squared_euclidean(a, b), expected)
+    assert (fsl.squared_euclidean(a, a).diagonal() >= 0).all()
