@@ -15,7 +15,8 @@ from .episodes import Episode, EpisodeSampler, EpisodeSet
 from .evaluate import Accuracy, confidence_interval, evaluate
 from .io import atomic_path, cache_dir
 from .memory import activation_bytes
-from .omniglot import download_omniglot, extract_zip, load_omniglot, omniglot_split
+from .archives import extract_zip
+from .omniglot import download_omniglot, load_omniglot, omniglot_split
 from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .prototypes import NearestPrototype, class_prototypes, cosine_similarity, squared_euclidean

@@ -8,16 +8,8 @@ the decoded tensors, so only the first load pays for decoding the PNGs.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
-import re
-import shutil
-import stat
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 import zlib
@@ -28,6 +20,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from .archives import fetch, md5, open_source
 from .data import FewShotDataset, with_rotations
 from .io import atomic_path, cache_dir
 
@@ -41,7 +34,6 @@ OMNIGLOT_MD5 = {
 OMNIGLOT_URLS = {name: f"{_BASE_URL}/{name}.zip" for name in OMNIGLOT_MD5}
 # Bump when decoding changes, so caches written by older code are not reused.
 _CACHE_VERSION = 1
-_CHUNK = 1 << 20
 
 # Characters (train, val, test) of each protocol, out of Omniglot's 1 623.
 N_CHARACTERS = 1623
@@ -50,38 +42,13 @@ PROTOCOLS = ("lake", *PROTOCOL_SIZES)
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fetch(url: str, dest: Path, progress: bool = True) -> None:
-    """Copy ``url`` into the file ``dest``, chunk by chunk, with a progress bar."""
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as file:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            name = url.rsplit("/", 1)[-1]
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress, leave=False) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    file.write(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, TimeoutError) as error:
-        raise ConnectionError(
-            f"could not download {url} ({error}); without internet, download it on another "
-            f"machine and pass its path (path=...) or copy it into the data folder"
-        ) from error
-
-
 def _check_name(name: str) -> str:
     if name not in OMNIGLOT_MD5:
         raise ValueError(f"unknown Omniglot archive {name!r}; valid names: {sorted(OMNIGLOT_MD5)}")
     return OMNIGLOT_MD5[name]
 
 
-def _archive_path(name: str, root) -> Path:
+def archive_path(name: str, root) -> Path:
     return Path(root if root is not None else cache_dir() / "data") / "omniglot" / f"{name}.zip"
 
 
@@ -108,14 +75,14 @@ def download_omniglot(name: str = "images_background", root=None, progress: bool
         ConnectionError: the download failed.
     """
     expected = _check_name(name)
-    path = _archive_path(name, root)
+    path = archive_path(name, root)
     if path.exists():
-        _verify_md5(path, name)
+        _verifymd5(path, name)
         return path
     url = OMNIGLOT_URLS[name]
     with atomic_path(path) as tmp:
-        _fetch(url, tmp, progress)
-        actual = _md5(tmp)
+        fetch(url, tmp, progress)
+        actual = md5(tmp)
         if actual != expected:  # raising here makes atomic_path delete the download
             raise ValueError(
                 f"the download of {url} has md5 {actual} but {name}.zip has md5 {expected}; it was "
@@ -125,8 +92,8 @@ def download_omniglot(name: str = "images_background", root=None, progress: bool
     return path
 
 
-def _verify_md5(path: Path, name: str) -> str:
-    actual, expected = _md5(path), OMNIGLOT_MD5[name]
+def _verifymd5(path: Path, name: str) -> str:
+    actual, expected = md5(path), OMNIGLOT_MD5[name]
     if actual != expected:
         raise ValueError(
             f"{path} has md5 {actual} but {name}.zip has md5 {expected}: the file is truncated, "
@@ -136,86 +103,7 @@ def _verify_md5(path: Path, name: str) -> str:
     return actual
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        raise ValueError(
-            f"{path} (md5 {_md5(path)}) is not a valid zip file: it is probably truncated or an HTML "
-            f"error page saved under a .zip name. Delete it and download it again."
-        ) from error
-
-
-@contextlib.contextmanager
-def _open_source(path: Path):
-    """Yield ``(names, read)`` for a zip or a folder: file paths (POSIX, relative) and a reader."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass the path of a zip or of an extracted folder")
-    if path.is_dir():
-        names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-        yield names, lambda name: (path / name).read_bytes()
-        return
-    with _open_zip(path) as archive:
-        yield [m.filename for m in archive.infolist() if not m.is_dir()], archive.read
-
-
-def _unsafe_reason(member: zipfile.ZipInfo) -> str | None:
-    name = member.filename
-    if stat.S_ISLNK(member.external_attr >> 16):
-        return "is a symbolic link"
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "has an absolute path"
-    if ".." in re.split(r"[/\\]", name):
-        return "climbs out of the folder with '..'"
-    return None
-
-
-def extract_zip(archive, target, progress: bool = True) -> Path:
-    """Extract a zip into the folder ``target``, atomically and safely.
-
-    Members go to a temporary folder beside ``target``, which is renamed to ``target`` only
-    once all are written: an interruption leaves no half-written folder. If every member
-    lies under one top-level folder (as in Omniglot's zips), that folder's contents become
-    ``target``'s. An existing ``target`` is taken as already extracted and left alone.
-
-    Args:
-        archive: the zip file.
-        target: the folder to create.
-        progress: show a progress bar.
-
-    Returns:
-        ``target`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        ValueError: the file is not a zip, or a member would land outside ``target``
-            (absolute path, ``..``, symbolic link); nothing is extracted then.
-    """
-    archive, target = Path(archive), Path(target)
-    if target.exists():
-        return target
-    with _open_zip(archive) as zf:
-        members = zf.infolist()
-        for member in members:
-            reason = _unsafe_reason(member)
-            if reason:
-                raise ValueError(
-                    f"refusing to extract {archive}: member {member.filename!r} {reason}, so it "
-                    f"would land outside {target}. Nothing was extracted; do not trust this file."
-                )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-        try:
-            for member in tqdm(members, desc=f"extracting {archive.name}", disable=not progress, leave=False):
-                zf.extract(member, tmp)
-            tops = {PurePosixPath(m.filename).parts[0] for m in members}
-            single = tmp / next(iter(tops)) if len(tops) == 1 else None
-            os.replace(single if single is not None and single.is_dir() else tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _read_ink(data: bytes, image_size: int) -> np.ndarray:
+def read_ink(data: bytes, image_size: int) -> np.ndarray:
     """One black-on-white PNG as uint8 ink (255) on 0, resized to ``(image_size, image_size)``."""
     image = ImageOps.invert(Image.open(io.BytesIO(data)).convert("L"))
     if image.size != (image_size, image_size):
@@ -262,13 +150,13 @@ def _index(names, source: Path) -> list[tuple[str, str, list[str]]]:
 
 def _decode(source: Path, image_size: int, progress: bool) -> tuple[torch.Tensor, list[str], list[str]]:
     """Decode every character of a zip or folder: images ``(n, drawers, 1, s, s)``, names, alphabets."""
-    with _open_source(source) as (names, read):
+    with open_source(source) as (names, read):
         index = _index(names, source)
         images = np.empty((len(index), len(index[0][2]), 1, image_size, image_size), dtype=np.uint8)
         for i, (_, _, paths) in enumerate(tqdm(index, desc="decoding", disable=not progress, leave=False)):
             for j, name in enumerate(paths):
                 try:
-                    images[i, j, 0] = _read_ink(read(name), image_size)
+                    images[i, j, 0] = read_ink(read(name), image_size)
                 except (OSError, zipfile.BadZipFile, zlib.error) as error:
                     raise ValueError(f"cannot read {name} in {source} ({error}); the file is damaged") from error
     return torch.from_numpy(images), [f"{a}/{c}" for a, c, _ in index], [a for a, _, _ in index]
@@ -324,7 +212,7 @@ def load_omniglot(
     if path is None:
         name = name or "images_background"
         _check_name(name)
-        source = _archive_path(name, root)
+        source = archive_path(name, root)
         if not source.exists():
             if not download:
                 raise FileNotFoundError(
@@ -340,9 +228,9 @@ def load_omniglot(
     if source.is_dir():
         key = _fingerprint(source)
     elif md5_check and name in OMNIGLOT_MD5:
-        key = _verify_md5(source, name)
+        key = _verifymd5(source, name)
     else:
-        key = _md5(source)
+        key = md5(source)
     cache = cache_dir() / "omniglot" / f"{name}-{key}-{image_size}px-v{_CACHE_VERSION}.pt"
     saved = None
     if cache.exists():

@@ -17,7 +17,8 @@ import torch
 from .data import to_float
 from .device import model_device
 from .io import atomic_path
-from .omniglot import _archive_path, _fetch, _open_source, _read_ink
+from .archives import fetch, open_source
+from .omniglot import archive_path, read_ink
 
 RUNS_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/one-shot-classification/all_runs.zip"
 N_RUNS = 20
@@ -113,15 +114,15 @@ def download_runs(root=None, progress: bool = True) -> Path:
     Returns:
         The path of the zip.
     """
-    path = _archive_path("all_runs", root)
+    path = archive_path("all_runs", root)
     if path.exists():
-        with _open_source(path) as (names, _):
+        with open_source(path) as (names, _):
             _check_layout(names, path)
         return path
     with atomic_path(path) as tmp:
-        _fetch(RUNS_URL, tmp, progress)
+        fetch(RUNS_URL, tmp, progress)
         try:
-            with _open_source(tmp) as (names, _):
+            with open_source(tmp) as (names, _):
                 _check_layout(names, tmp)
         except ValueError as error:  # raising here makes atomic_path delete the download
             raise ValueError(f"the download of {RUNS_URL} was discarded: {error}") from error
@@ -148,7 +149,7 @@ def load_runs(
         ValueError: not a zip, or not the runs' layout.
     """
     if path is None:
-        path = _archive_path("all_runs", root)
+        path = archive_path("all_runs", root)
         if download and not path.exists():
             download_runs(root, progress)
         elif not path.exists():
@@ -158,11 +159,11 @@ def load_runs(
             )
     source = Path(path).expanduser()
     runs = []
-    with _open_source(source) as (names, read):
+    with open_source(source) as (names, read):
         files = _check_layout(names, source)
 
         def images(kind: str, run: str) -> torch.Tensor:
-            pictures = [_read_ink(read(files[f"{run}/{kind}{k:02d}.png"]), image_size) for k in range(1, N_WAY + 1)]
+            pictures = [read_ink(read(files[f"{run}/{kind}{k:02d}.png"]), image_size) for k in range(1, N_WAY + 1)]
             return torch.from_numpy(np.stack(pictures)).unsqueeze(1)
 
         for r in range(1, N_RUNS + 1):

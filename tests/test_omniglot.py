@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 import fslearn as fsl
 from fslearn import omniglot
-from fslearn.omniglot import download_omniglot, extract_zip, load_omniglot, omniglot_split
+from fslearn.archives import extract_zip
+from fslearn.omniglot import download_omniglot, load_omniglot, omniglot_split
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 ALPHABETS = ("Zeta_script", "Alpha_(test)")  # not in sorted order, to test the sorting
@@ -141,7 +142,7 @@ def test_failed_download_leaves_no_file(tmp_cache, monkeypatch):
         dest.write_bytes(b"half a zi")
         raise ConnectionError("cable pulled")
 
-    monkeypatch.setattr(omniglot, "_fetch", broken)
+    monkeypatch.setattr(omniglot, "fetch", broken)
     with pytest.raises(ConnectionError, match="cable pulled"):
         download_omniglot("images_evaluation", progress=False)
     assert list((tmp_cache / "data" / "omniglot").iterdir()) == []

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from fslearn import runs as runs_module
-from fslearn.omniglot import extract_zip
+from fslearn.archives import extract_zip
 from fslearn.runs import OneShotRun, download_runs, evaluate_runs, load_runs
 
 SIZE = 28
