@@ -70,8 +70,12 @@ def check_episode_shape(dataset: FewShotDataset, n_way: int, n_shot: int, n_quer
         )
 
 
-def _random_subsets(n_rows: tuple, n_items: int, k: int, generator: torch.Generator, device) -> torch.Tensor:
-    """``k`` distinct indices out of ``n_items`` for every row, in random order: shape ``(*n_rows, k)``."""
+def random_subsets(n_rows: tuple, n_items: int, k: int, generator: torch.Generator, device) -> torch.Tensor:
+    """``k`` distinct indices out of ``n_items`` for every row, in random order: shape ``(*n_rows, k)``.
+
+    Random keys and ``topk`` on ``device``: sampling without replacement for many rows
+    at once, with no host synchronisation. Every sampler in fslearn draws through this.
+    """
     keys = torch.rand(*n_rows, n_items, generator=generator, device=device)
     return keys.topk(k, dim=-1).indices
 
@@ -152,8 +156,8 @@ class EpisodeSampler:
             raise ValueError(f"n_tasks must be a positive integer or None; got {n_tasks!r}")
         tasks = 1 if n_tasks is None else n_tasks
         device = self.dataset.device
-        classes = _random_subsets((tasks,), self.dataset.n_classes, self.n_way, self.generator, device)
-        instances = _random_subsets(
+        classes = random_subsets((tasks,), self.dataset.n_classes, self.n_way, self.generator, device)
+        instances = random_subsets(
             (tasks, self.n_way), self.dataset.n_per_class, self.n_shot + self.n_query, self.generator, device
         )
         turns = (
@@ -198,8 +202,8 @@ class EpisodeSet:
         self.dataset = dataset
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
         self.seed = seed
-        self.classes = _random_subsets((n_episodes,), dataset.n_classes, n_way, generator, "cpu")
-        self.instances = _random_subsets((n_episodes, n_way), dataset.n_per_class, n_shot + n_query, generator, "cpu")
+        self.classes = random_subsets((n_episodes,), dataset.n_classes, n_way, generator, "cpu")
+        self.instances = random_subsets((n_episodes, n_way), dataset.n_per_class, n_shot + n_query, generator, "cpu")
 
     def __len__(self) -> int:
         return self.classes.shape[0]
