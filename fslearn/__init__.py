@@ -12,6 +12,7 @@ from .device import default_device, model_device
 from .datasets import DATASETS, load_dataset
 from .embedded import load_embedded
 from .episodes import Episode, EpisodeSampler, EpisodeSet
+from .episodic import StepHistory, train_steps
 from .evaluate import Accuracy, confidence_interval, evaluate
 from .io import atomic_path, cache_dir
 from .memory import activation_bytes
@@ -19,8 +20,8 @@ from .archives import extract_zip
 from .omniglot import download_omniglot, load_omniglot, omniglot_split
 from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
-from .prototypes import NearestPrototype, class_prototypes, cosine_similarity, squared_euclidean
-from .plot import image_grid, plot_epochs, plot_history, show_images
+from .prototypes import NearestPrototype, ProtoNet, class_prototypes, cosine_similarity, squared_euclidean
+from .plot import image_grid, plot_embeddings, plot_epochs, plot_history, project_2d, show_images
 from .train import History, evaluate_classifier, fit, iterations_per_epoch
 
 __version__ = "0.1.0"
@@ -38,6 +39,8 @@ __all__ = [
     "MINIIMAGENET_SPLIT_SIZES",
     "NearestPrototype",
     "OneShotRun",
+    "ProtoNet",
+    "StepHistory",
     "activation_bytes",
     "atomic_path",
     "cache_dir",
@@ -62,11 +65,14 @@ __all__ = [
     "load_runs",
     "model_device",
     "omniglot_split",
+    "plot_embeddings",
     "plot_epochs",
     "plot_history",
+    "project_2d",
     "seeded",
     "show_images",
     "squared_euclidean",
     "to_float",
+    "train_steps",
     "with_rotations",
 ]

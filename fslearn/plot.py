@@ -6,7 +6,14 @@ import torch
 
 from .train import History
 
-_X_LABELS = {"iteration": "iteration", "epoch": "epoch", "time": "wall time (s)", "samples": "samples seen"}
+_X_LABELS = {
+    "iteration": "iteration",
+    "step": "step",
+    "episode": "episodes",
+    "epoch": "epoch",
+    "time": "wall time (s)",
+    "samples": "samples seen",
+}
 
 
 def _axes(ax):
@@ -34,8 +41,10 @@ def plot_history(histories, x: str = "iteration", *, ax=None, smooth: int = 1, l
     """Per-iteration training loss against iterations, epochs, wall time or samples seen.
 
     Args:
-        histories: one :class:`~fslearn.train.History` or a ``{label: History}`` dict.
-        x: ``"iteration"``, ``"epoch"``, ``"time"`` or ``"samples"``.
+        histories: one :class:`~fslearn.History` or :class:`~fslearn.StepHistory`,
+            or a ``{label: history}`` dict.
+        x: ``"iteration"``, ``"epoch"``, ``"time"`` or ``"samples"``
+            (a ``StepHistory`` also takes ``"step"`` and ``"episode"``).
         smooth: moving-average window, in iterations.
         log_y: logarithmic loss axis.
 
@@ -43,7 +52,7 @@ def plot_history(histories, x: str = "iteration", *, ax=None, smooth: int = 1, l
         The matplotlib ``Axes``.
     """
     ax = _axes(ax)
-    if isinstance(histories, History):
+    if not isinstance(histories, dict):
         histories = {None: histories}
     for label, history in histories.items():
         ax.plot(history.axis(x), _smooth(history.loss, smooth), label=label, linewidth=1.2)
@@ -106,3 +115,38 @@ def show_images(images: torch.Tensor, nrow: int | None = None, *, ax=None, title
     if title:
         ax.set_title(title)
     return ax
+
+
+def project_2d(embeddings: torch.Tensor, method: str = "pca", seed: int = 0) -> torch.Tensor:
+    """Embeddings ``(n, D)`` → 2-D points ``(n, 2)`` for plotting.
+
+    ``"pca"``: the two leading principal components (an SVD of the centred data).
+    ``"tsne"``: scikit-learn's t-SNE, when scikit-learn is installed.
+    """
+    x = embeddings.detach().float().cpu().flatten(1)
+    if method == "pca":
+        centred = x - x.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        return centred @ v[:2].T
+    if method == "tsne":
+        try:
+            from sklearn.manifold import TSNE
+        except ImportError as error:
+            raise ImportError("method='tsne' needs scikit-learn: pip install scikit-learn") from error
+        perplexity = min(30.0, (len(x) - 1) / 3)
+        return torch.from_numpy(TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(x.numpy())).float()
+    raise ValueError(f"method must be 'pca' or 'tsne'; got {method!r}")
+
+
+def plot_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, *, method: str = "pca", ax=None, title: str | None = None, seed: int = 0):
+    """Scatter embeddings ``(n, D)`` projected to 2-D, coloured by ``labels`` ``(n,)``."""
+    points = project_2d(embeddings, method, seed).numpy()
+    ax = _axes(ax)
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels.cpu().numpy(), cmap="tab10", s=12)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{method.upper()} 1")
+    ax.set_ylabel(f"{method.upper()} 2")
+    if title:
+        ax.set_title(title)
+    return ax, scatter

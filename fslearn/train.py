@@ -19,7 +19,7 @@ from .data import to_float
 from .device import model_device
 
 
-def _check_positive_int(name: str, value) -> int:
+def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return value
@@ -33,8 +33,8 @@ def iterations_per_epoch(n_samples: int, batch_size: int, drop_last: bool = Fals
     >>> iterations_per_epoch(1_000, 300), iterations_per_epoch(1_000, 300, drop_last=True)
     (4, 3)
     """
-    _check_positive_int("n_samples", n_samples)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("n_samples", n_samples)
+    check_positive_int("batch_size", batch_size)
     if drop_last and batch_size > n_samples:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {n_samples} samples, so drop_last=True "
@@ -119,7 +119,7 @@ def evaluate_classifier(model, x, y, *, batch_size: int = 1024, loss_fn=F.cross_
     return {"loss": total_loss.item() / len(x), "accuracy": correct.item() / len(x)}
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm  # notebook widget in Jupyter, text in a terminal
 
     return tqdm(total=total, desc=desc, disable=not enabled, unit="it", leave=True)
@@ -174,8 +174,8 @@ def fit(
     Raises:
         FloatingPointError: when the loss becomes NaN or infinite.
     """
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("accumulate", accumulate)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("accumulate", accumulate)
     if (epochs is None) == (iterations is None):
         raise ValueError(f"give exactly one of epochs and iterations; got epochs={epochs}, iterations={iterations}")
     if len(x) == 0:
@@ -187,9 +187,9 @@ def fit(
     n_samples = len(x)
     per_epoch = iterations_per_epoch(n_samples, batch_size, drop_last)
     total = (
-        _check_positive_int("epochs", epochs) * per_epoch
+        check_positive_int("epochs", epochs) * per_epoch
         if iterations is None
-        else _check_positive_int("iterations", iterations)
+        else check_positive_int("iterations", iterations)
     )
     x, y = x.to(device), y.to(device)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -197,7 +197,7 @@ def fit(
     history = History(n_samples, batch_size, drop_last, accumulate, per_epoch)
     rng_devices = [device] if device.type == "cuda" else []
     start_time = time.perf_counter()
-    with torch.random.fork_rng(devices=rng_devices), _progress_bar(total, desc, progress) as bar:
+    with torch.random.fork_rng(devices=rng_devices), progress_bar(total, desc, progress) as bar:
         torch.manual_seed(seed)
         optimizer.zero_grad(set_to_none=True)
         while history.iterations < total:

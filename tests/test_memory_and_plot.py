@@ -43,3 +43,18 @@ def test_plots_draw_the_history_data():
     assert [l.get_label() for l in ax.get_lines()] == ["train_loss", "val_accuracy"]
     ax = fsl.show_images(torch.zeros(6, 1, 5, 5, dtype=torch.uint8), title="t")
     assert ax.get_title() == "t" and ax.get_images()[0].get_array().shape == (3 * 7 - 2, 2 * 7 - 2)
+
+
+def test_pca_projection_oracle_and_plot():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=g) * torch.tensor([5.0, 2.0, 0.1, 0.1, 0.1, 0.1])
+    points = fsl.project_2d(x)
+    centred = x - x.mean(0)
+    # The projection keeps the variance of the two leading principal directions.
+    top2 = torch.linalg.eigvalsh(centred.T @ centred)[-2:].sum()
+    assert points.shape == (50, 2)
+    assert points.square().sum() == pytest.approx(top2.item(), rel=1e-4)
+    ax, scatter = fsl.plot_embeddings(x, torch.arange(50) % 3, title="pca")
+    assert ax.get_title() == "pca" and scatter.get_offsets().shape == (50, 2)
+    with pytest.raises(ValueError, match="got 'umap'"):
+        fsl.project_2d(x, "umap")
