@@ -18,6 +18,7 @@ from .io import atomic_path, cache_dir
 from .memory import activation_bytes
 from .archives import extract_zip
 from .omniglot import download_omniglot, load_omniglot, omniglot_split
+from .recipes import train_protonet
 from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .prototypes import NearestPrototype, ProtoNet, class_prototypes, cosine_similarity, squared_euclidean
@@ -73,6 +74,7 @@ __all__ = [
     "show_images",
     "squared_euclidean",
     "to_float",
+    "train_protonet",
     "train_steps",
     "with_rotations",
 ]

@@ -1,0 +1,22 @@
+import torch
+
+import fslearn as fsl
+
+
+def _characters(n_classes=10, device="cpu"):
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n_classes, 8, 1, 16, 16, generator=g) * 60).to(torch.uint8)
+    for c in range(n_classes):
+        row, col = divmod(c, 4)
+        images[c, :, 0, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] = 255
+    return fsl.FewShotDataset(images, [f"a/c{c}" for c in range(n_classes)], ["a"] * n_classes).to(device)
+
+
+def test_protonet_recipe_trains_on_every_device(device):
+    data = _characters(device=device)
+    val = fsl.EpisodeSet(data, 3, 1, 3, n_episodes=20, seed=1)
+    learner, history = fsl.train_protonet(data, n_way=4, n_shot=2, n_query=3, steps=40, halve_every=20,
+                                          hidden_channels=8, val_episodes=val, eval_every=20, progress=False)
+    assert history.steps == 40 and [v["step"] for v in history.validation] == [20, 40]
+    assert next(learner.parameters()).device.type == device.type
+    assert fsl.evaluate(learner, val).mean > 0.8
