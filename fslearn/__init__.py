@@ -19,6 +19,8 @@ from .memory import activation_bytes
 from .archives import extract_zip
 from .omniglot import download_omniglot, load_omniglot, omniglot_split
 from .recipes import train_protonet
+from .siamese import PairSampler, SiameseNet, contrastive_loss, max_per_class
+from .triplet import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
 from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .prototypes import NearestPrototype, ProtoNet, class_prototypes, cosine_similarity, squared_euclidean
@@ -38,15 +40,20 @@ __all__ = [
     "FewShotDataset",
     "History",
     "MINIIMAGENET_SPLIT_SIZES",
+    "NearestNeighbourLearner",
     "NearestPrototype",
     "OneShotRun",
+    "PKSampler",
+    "PairSampler",
     "ProtoNet",
+    "SiameseNet",
     "StepHistory",
     "activation_bytes",
     "atomic_path",
     "cache_dir",
     "class_prototypes",
     "confidence_interval",
+    "contrastive_loss",
     "conv_block",
     "cosine_similarity",
     "default_device",
@@ -64,6 +71,8 @@ __all__ = [
     "load_miniimagenet",
     "load_omniglot",
     "load_runs",
+    "max_per_class",
+    "mine_triplets",
     "model_device",
     "omniglot_split",
     "plot_embeddings",
@@ -76,5 +85,7 @@ __all__ = [
     "to_float",
     "train_protonet",
     "train_steps",
+    "triplet_batch_loss",
+    "triplet_loss",
     "with_rotations",
 ]

@@ -73,6 +73,12 @@ class Conv4(nn.Sequential):
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
 
+    def __getitem__(self, index):
+        # nn.Sequential rebuilds a slice through self.__class__, whose __init__ takes widths, not modules.
+        if isinstance(index, slice):
+            return nn.Sequential(*list(self)[index])
+        return super().__getitem__(index)
+
     def feature_shape(self, image_shape) -> tuple[int, int, int]:
         """Shape ``(C, H', W')`` of the last block's output for one image of ``(C, H, W)``."""
         channels, height, width = image_shape

@@ -102,3 +102,11 @@ def test_conv4_trains_on_every_device(device):
     history = fsl.fit(model, x, y, batch_size=16, epochs=5, validation=(x, y), progress=False)
     assert history.epochs[-1]["val_accuracy"] == 1.0
     assert history.epoch_values("train_loss")[-1] < history.epoch_values("train_loss")[0]
+
+
+def test_conv4_slices_are_plain_sequentials():
+    net = fsl.Conv4(1, 8, seed=0)
+    first_two = net[:2]
+    assert isinstance(first_two, nn.Sequential) and len(first_two) == 2
+    assert first_two(torch.zeros(1, 1, 28, 28)).shape == (1, 8, 7, 7)
+    assert isinstance(net[0], nn.Sequential)
