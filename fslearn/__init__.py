@@ -18,7 +18,7 @@ from .io import atomic_path, cache_dir
 from .memory import activation_bytes
 from .archives import extract_zip
 from .omniglot import download_omniglot, load_omniglot, omniglot_split
-from .recipes import train_protonet
+from .recipes import train_protonet, train_siamese, train_triplet
 from .siamese import PairSampler, SiameseNet, contrastive_loss, max_per_class
 from .triplet import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
 from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
@@ -84,7 +84,9 @@ __all__ = [
     "squared_euclidean",
     "to_float",
     "train_protonet",
+    "train_siamese",
     "train_steps",
+    "train_triplet",
     "triplet_batch_loss",
     "triplet_loss",
     "with_rotations",

@@ -17,6 +17,8 @@ from .episodes import EpisodeSampler
 from .episodic import StepHistory, train_steps
 from .evaluate import evaluate
 from .prototypes import ProtoNet
+from .siamese import PairSampler, SiameseNet, contrastive_loss
+from .triplet import NearestNeighbourLearner, PKSampler, triplet_batch_loss
 
 
 def _validation(learner, val_episodes, eval_every):
@@ -84,6 +86,123 @@ def train_protonet(
         seed=seed,
         progress=progress,
         desc=f"ProtoNet {n_way}-way {n_shot}-shot",
+        **_validation(learner, val_episodes, eval_every),
+    )
+    return learner, history
+
+
+def train_siamese(
+    train: FewShotDataset,
+    *,
+    head: str = "koch",
+    n_pairs: int = 128,
+    steps: int = 20_000,
+    lr: float = 1e-3,
+    margin: float = 1.0,
+    hidden_channels: int = 64,
+    val_episodes=None,
+    eval_every: int = 500,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+) -> tuple[SiameseNet, StepHistory]:
+    """A Siamese network (Koch et al. 2015) trained on balanced pairs of ``train``'s classes.
+
+    Koch et al. used a larger convolutional network and SGD with per-layer
+    learning rates; here the backbone is Conv4, as for every method in the book,
+    so that methods differ only in what they learn from, and the optimizer is
+    Adam. ``head="koch"`` trains ``|f(x1) − f(x2)|`` → linear → sigmoid with binary
+    cross-entropy; ``head="contrastive"`` trains the embedding distance with
+    :func:`~fslearn.contrastive_loss` (margin ``margin``).
+
+    Args:
+        train: the training classes (on the device to train on).
+        n_pairs: pairs per step, half of them positive.
+        steps, lr: the budget and Adam's learning rate.
+        val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
+
+    Returns:
+        ``(siamese, history)``; ``history.metrics["pair_accuracy"]`` is the per-step
+        accuracy of "same or different".
+    """
+    device = train.device if device is None else torch.device(device)
+    train = train.to(device)
+    backbone = Conv4(train.image_shape[0], hidden_channels, seed=seed)
+    learner = SiameseNet(backbone, backbone.embedding_dim(train.image_shape), head, seed=seed).to(device)
+    pairs = PairSampler(train, seed=seed)
+
+    def step_loss(_):
+        x1, x2, same = pairs.sample(n_pairs)
+        if head == "koch":
+            logits = learner.pair_logits(x1, x2)
+            loss = F.binary_cross_entropy_with_logits(logits, same)
+            predicted_same = logits > 0
+        else:
+            distance = learner.pair_distance(x1, x2)
+            loss = contrastive_loss(distance, same, margin)
+            predicted_same = distance < margin / 2
+        return loss, {"pair_accuracy": (predicted_same == same.bool()).float().mean()}
+
+    history = train_steps(
+        learner,
+        step_loss,
+        steps=steps,
+        optimizer=torch.optim.Adam(learner.parameters(), lr=lr),
+        seed=seed,
+        progress=progress,
+        desc=f"Siamese ({head})",
+        **_validation(learner, val_episodes, eval_every),
+    )
+    return learner, history
+
+
+def train_triplet(
+    train: FewShotDataset,
+    *,
+    strategy: str = "batch-hard",
+    n_classes: int = 32,
+    n_per_class: int = 4,
+    margin: float = 1.0,
+    steps: int = 20_000,
+    lr: float = 1e-3,
+    rule: str = "nearest-support",
+    hidden_channels: int = 64,
+    val_episodes=None,
+    eval_every: int = 500,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+) -> tuple[NearestNeighbourLearner, StepHistory]:
+    """An embedding trained with the triplet loss (Schroff et al. 2015) on P×K batches.
+
+    Every step draws ``n_classes`` (P) classes × ``n_per_class`` (K) images, mines
+    triplets with ``strategy`` (``"random"``, ``"semi-hard"`` or ``"batch-hard"``)
+    and minimises ``max(d+ − d− + margin, 0)``; Adam with learning rate ``lr``.
+    Test-time classification uses ``rule`` (nearest support image or nearest prototype).
+
+    Returns:
+        ``(learner, history)``; ``history.metrics["active_fraction"]`` is the per-step
+        fraction of mined triplets that still violate the margin.
+    """
+    device = train.device if device is None else torch.device(device)
+    train = train.to(device)
+    learner = NearestNeighbourLearner(Conv4(train.image_shape[0], hidden_channels, seed=seed), rule).to(device)
+    batches = PKSampler(train, n_classes, n_per_class, seed=seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def step_loss(_):
+        x, y = batches.sample()
+        loss, active = triplet_batch_loss(learner.backbone(x), y, strategy, margin, generator=generator)
+        return loss, {"active_fraction": active}
+
+    history = train_steps(
+        learner,
+        step_loss,
+        steps=steps,
+        optimizer=torch.optim.Adam(learner.parameters(), lr=lr),
+        seed=seed,
+        progress=progress,
+        desc=f"triplet ({strategy})",
         **_validation(learner, val_episodes, eval_every),
     )
     return learner, history
