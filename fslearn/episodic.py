@@ -146,6 +146,11 @@ def train_steps(
             model.train()
             out = step_loss(step)
             loss, metrics = out if isinstance(out, tuple) else (out, {})
+            if not isinstance(metrics, dict):
+                raise TypeError(
+                    f"step_loss must return a loss or (loss, {{name: tensor}}); got (loss, {type(metrics).__name__}). "
+                    "Name the extra value, e.g. return loss, {'accuracy': accuracy}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

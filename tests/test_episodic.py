@@ -94,3 +94,9 @@ def test_protonet_oracle_and_scale():
     assert learned.log_scale.grad is not None
     with pytest.raises(ValueError, match="scale must be positive; got -1"):
         fsl.ProtoNet(nn.Identity(), scale=-1)
+
+
+def test_unnamed_metrics_are_explained():
+    model = nn.Linear(2, 1)
+    with pytest.raises(TypeError, match=r"got \(loss, Tensor\). Name the extra value"):
+        fsl.train_steps(model, lambda step: (model(torch.ones(1, 2)).sum(), torch.tensor(1.0)), steps=2, progress=False)
