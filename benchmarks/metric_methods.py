@@ -62,7 +62,7 @@ def main():
     }
     print(f"torch {torch.__version__} on {device}; train: {train}; test: {test}")
     print(f"{args.steps} steps per method, Conv4-{args.hidden}, {args.episodes} fixed test episodes per setting\n")
-    print(f"| method | train s | " + " | ".join(settings) + " |")
+    print("| method | train s | " + " | ".join(settings) + " |")
     print("|---|---|" + "---|" * len(settings))
     for name, build in methods.items():
         start = time.perf_counter()
