@@ -21,10 +21,11 @@ from .siamese import PairSampler, SiameseNet, contrastive_loss
 from .triplet import NearestNeighbourLearner, PKSampler, triplet_batch_loss
 
 
-def _validation(learner, val_episodes, eval_every):
-    if val_episodes is None:
-        return {}
-    return {"validate": lambda: evaluate(learner, val_episodes), "eval_every": eval_every}
+def _train(learner, step_loss, optimizer, *, val_episodes, eval_every, **kwargs) -> StepHistory:
+    """:func:`train_steps`, validating on ``val_episodes`` when given."""
+    if val_episodes is not None:
+        kwargs.update(validate=lambda: evaluate(learner, val_episodes), eval_every=eval_every)
+    return train_steps(learner, step_loss, optimizer=optimizer, **kwargs)
 
 
 def train_protonet(
@@ -77,16 +78,9 @@ def train_protonet(
         accuracy = (logits.argmax(-1) == episode.query_y).float().mean()
         return F.cross_entropy(logits, episode.query_y), {"accuracy": accuracy}
 
-    history = train_steps(
-        learner,
-        step_loss,
-        steps=steps,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        seed=seed,
-        progress=progress,
-        desc=f"ProtoNet {n_way}-way {n_shot}-shot",
-        **_validation(learner, val_episodes, eval_every),
+    history = _train(
+        learner, step_loss, optimizer, scheduler=scheduler, val_episodes=val_episodes, eval_every=eval_every,
+        steps=steps, seed=seed, progress=progress, desc=f"ProtoNet {n_way}-way {n_shot}-shot",
     )
     return learner, history
 
@@ -143,15 +137,9 @@ def train_siamese(
             predicted_same = distance < margin / 2
         return loss, {"pair_accuracy": (predicted_same == same.bool()).float().mean()}
 
-    history = train_steps(
-        learner,
-        step_loss,
-        steps=steps,
-        optimizer=torch.optim.Adam(learner.parameters(), lr=lr),
-        seed=seed,
-        progress=progress,
-        desc=f"Siamese ({head})",
-        **_validation(learner, val_episodes, eval_every),
+    history = _train(
+        learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
+        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"Siamese ({head})",
     )
     return learner, history
 
@@ -195,14 +183,8 @@ def train_triplet(
         loss, active = triplet_batch_loss(learner.backbone(x), y, strategy, margin, generator=generator)
         return loss, {"active_fraction": active}
 
-    history = train_steps(
-        learner,
-        step_loss,
-        steps=steps,
-        optimizer=torch.optim.Adam(learner.parameters(), lr=lr),
-        seed=seed,
-        progress=progress,
-        desc=f"triplet ({strategy})",
-        **_validation(learner, val_episodes, eval_every),
+    history = _train(
+        learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
+        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"triplet ({strategy})",
     )
     return learner, history

@@ -5,29 +5,13 @@ import torch
 
 import fslearn as fsl
 from fslearn.episodes import EpisodeSampler, EpisodeSet
-
-
-def _labelled_dataset(n_classes=12, n_per_class=10, size=6, device="cpu"):
-    """Every image's pixels encode (class, instance), so episodes can be decoded exactly."""
-    cls = torch.arange(n_classes)[:, None].expand(n_classes, n_per_class)
-    inst = torch.arange(n_per_class)[None, :].expand(n_classes, n_per_class)
-    images = torch.zeros(n_classes, n_per_class, 1, size, size, dtype=torch.uint8)
-    images[:, :, 0, 0, 0] = cls.to(torch.uint8)
-    images[:, :, 0, 0, 1] = inst.to(torch.uint8)
-    names = [f"a{i % 3}/c{i}" for i in range(n_classes)]
-    return fsl.FewShotDataset(images, names, [n.split("/")[0] for n in names], "labelled").to(device)
-
-
-def _decode(x):
-    """(…, 1, H, W) float images → class and instance ids."""
-    raw = (x * 255).round().long()
-    return raw[..., 0, 0, 0], raw[..., 0, 0, 1]
+from synthetic import decode, labelled_dataset
 
 
 @pytest.mark.parametrize("seed", range(20))
 @pytest.mark.parametrize("n_way,n_shot,n_query", [(5, 1, 5), (3, 4, 6), (12, 1, 9), (1, 5, 5)])
 def test_sampler_invariants(seed, n_way, n_shot, n_query, device):
-    dataset = _labelled_dataset(device=device)
+    dataset = labelled_dataset(device=device)
     episode = EpisodeSampler(dataset, n_way, n_shot, n_query, seed=seed).sample()
     assert episode.support_x.shape == (n_way * n_shot, 1, 6, 6)
     assert episode.query_x.shape == (n_way * n_query, 1, 6, 6)
@@ -36,8 +20,8 @@ def test_sampler_invariants(seed, n_way, n_shot, n_query, device):
     assert episode.support_y.tolist() == [c for c in range(n_way) for _ in range(n_shot)]
     assert episode.query_y.tolist() == [c for c in range(n_way) for _ in range(n_query)]
     assert len(set(episode.classes.tolist())) == n_way
-    s_cls, s_inst = _decode(episode.support_x)
-    q_cls, q_inst = _decode(episode.query_x)
+    s_cls, s_inst = decode(episode.support_x)
+    q_cls, q_inst = decode(episode.query_x)
     # Labels are remapped consistently: label i is dataset class classes[i].
     assert torch.equal(s_cls, episode.classes[episode.support_y])
     assert torch.equal(q_cls, episode.classes[episode.query_y])
@@ -49,7 +33,7 @@ def test_sampler_invariants(seed, n_way, n_shot, n_query, device):
 
 
 def test_sampler_batches_tasks_and_covers_classes_and_orders(device):
-    dataset = _labelled_dataset(device=device)
+    dataset = labelled_dataset(device=device)
     sampler = EpisodeSampler(dataset, 5, 1, 3, seed=0)
     batch = sampler.sample(n_tasks=200)
     assert batch.support_x.shape == (200, 5, 1, 6, 6) and batch.query_y.shape == (200, 15)
@@ -58,12 +42,12 @@ def test_sampler_batches_tasks_and_covers_classes_and_orders(device):
     assert counts.min() > 40, "every class is drawn"
     first_label_class = torch.bincount(batch.classes[:, 0].cpu(), minlength=12)
     assert (first_label_class > 0).sum() >= 10, "class order is shuffled: label 0 is not always the same class"
-    s_cls, _ = _decode(batch.support_x)
+    s_cls, _ = decode(batch.support_x)
     assert torch.equal(s_cls, batch.classes.gather(1, batch.support_y))
 
 
 def test_sampler_is_deterministic_by_seed(device):
-    dataset = _labelled_dataset(device=device)
+    dataset = labelled_dataset(device=device)
     a = EpisodeSampler(dataset, 5, 2, 3, seed=7)
     b = EpisodeSampler(dataset, 5, 2, 3, seed=7)
     c = EpisodeSampler(dataset, 5, 2, 3, seed=8)
@@ -100,24 +84,24 @@ def test_rotation_is_per_class_per_task(device):
 ])
 def test_bad_episode_shapes_name_the_numbers(args, message):
     with pytest.raises(ValueError, match=message):
-        EpisodeSampler(_labelled_dataset(), *args)
+        EpisodeSampler(labelled_dataset(), *args)
     with pytest.raises(ValueError, match=message):
-        EpisodeSet(_labelled_dataset(), *args, n_episodes=3)
+        EpisodeSet(labelled_dataset(), *args, n_episodes=3)
 
 
 def test_bad_task_count():
     with pytest.raises(ValueError, match="n_tasks must be a positive integer or None; got 0"):
-        EpisodeSampler(_labelled_dataset(), 2, 1, 1).sample(0)
+        EpisodeSampler(labelled_dataset(), 2, 1, 1).sample(0)
 
 
 def test_episode_set_is_fixed_and_device_independent(device):
-    cpu_set = EpisodeSet(_labelled_dataset(), 4, 2, 3, n_episodes=25, seed=3)
-    dev_set = EpisodeSet(_labelled_dataset(device=device), 4, 2, 3, n_episodes=25, seed=3)
+    cpu_set = EpisodeSet(labelled_dataset(), 4, 2, 3, n_episodes=25, seed=3)
+    dev_set = EpisodeSet(labelled_dataset(device=device), 4, 2, 3, n_episodes=25, seed=3)
     assert len(cpu_set) == 25
     for a, b in zip(cpu_set, dev_set):
         assert torch.equal(a.support_x, b.support_x.cpu()) and torch.equal(a.query_y, b.query_y.cpu())
     assert torch.equal(cpu_set[-1].query_x, cpu_set[24].query_x)
-    other = EpisodeSet(_labelled_dataset(), 4, 2, 3, n_episodes=25, seed=4)
+    other = EpisodeSet(labelled_dataset(), 4, 2, 3, n_episodes=25, seed=4)
     assert not torch.equal(cpu_set.classes, other.classes)
     batch = cpu_set.batch(5, 9)
     assert batch.support_x.shape == (4, 8, 1, 6, 6)
@@ -139,12 +123,12 @@ def test_confidence_interval_arithmetic():
 
 
 def test_evaluate_oracle_learners(device):
-    dataset = _labelled_dataset(device=device)
+    dataset = labelled_dataset(device=device)
     episodes = EpisodeSet(dataset, 5, 1, 4, n_episodes=30, seed=0)
 
     def perfect(support_x, support_y, query_x):
-        s_cls, _ = _decode(support_x)
-        q_cls, _ = _decode(query_x)
+        s_cls, _ = decode(support_x)
+        q_cls, _ = decode(query_x)
         return (q_cls[:, None] == s_cls[None, :]).float()  # 1 shot: support order is label order
 
     def constant(support_x, support_y, query_x):
@@ -159,7 +143,7 @@ def test_evaluate_oracle_learners(device):
 
 
 def test_evaluate_runs_without_gradients_and_restores_mode():
-    dataset = _labelled_dataset()
+    dataset = labelled_dataset()
     learner = fsl.NearestPrototype()
     learner.train()
     seen = []

@@ -4,20 +4,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import fslearn as fsl
-
-
-def _characters(n_classes=10, device="cpu"):
-    """Tiny separable 'characters': class c is a bright square at a class-specific place, plus noise."""
-    g = torch.Generator().manual_seed(0)
-    images = (torch.rand(n_classes, 8, 1, 16, 16, generator=g) * 60).to(torch.uint8)
-    for c in range(n_classes):
-        row, col = divmod(c, 4)
-        images[c, :, 0, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] = 255
-    return fsl.FewShotDataset(images, [f"a/c{c}" for c in range(n_classes)], ["a"] * n_classes).to(device)
+from synthetic import separable_characters
 
 
 def test_protonet_learns_episodes_on_every_device(device):
-    dataset = _characters(device=device)
+    dataset = separable_characters(device=device)
     model = fsl.ProtoNet(fsl.Conv4(1, 8, seed=0)).to(device)
     sampler = fsl.EpisodeSampler(dataset, 3, 2, 3, seed=0)
     val = fsl.EpisodeSet(dataset, 3, 1, 3, n_episodes=20, seed=1)

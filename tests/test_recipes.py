@@ -1,20 +1,11 @@
 import pytest
-import torch
 
 import fslearn as fsl
-
-
-def _characters(n_classes=10, device="cpu"):
-    g = torch.Generator().manual_seed(0)
-    images = (torch.rand(n_classes, 8, 1, 16, 16, generator=g) * 60).to(torch.uint8)
-    for c in range(n_classes):
-        row, col = divmod(c, 4)
-        images[c, :, 0, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] = 255
-    return fsl.FewShotDataset(images, [f"a/c{c}" for c in range(n_classes)], ["a"] * n_classes).to(device)
+from synthetic import separable_characters
 
 
 def test_protonet_recipe_trains_on_every_device(device):
-    data = _characters(device=device)
+    data = separable_characters(device=device)
     val = fsl.EpisodeSet(data, 3, 1, 3, n_episodes=20, seed=1)
     learner, history = fsl.train_protonet(data, n_way=4, n_shot=2, n_query=3, steps=40, halve_every=20,
                                           hidden_channels=8, val_episodes=val, eval_every=20, progress=False)
@@ -25,7 +16,7 @@ def test_protonet_recipe_trains_on_every_device(device):
 
 @pytest.mark.parametrize("head", ["koch", "contrastive"])
 def test_siamese_recipe_trains(head, device):
-    data = _characters(device=device)
+    data = separable_characters(device=device)
     val = fsl.EpisodeSet(data, 3, 1, 3, n_episodes=20, seed=1)
     learner, history = fsl.train_siamese(data, head=head, n_pairs=32, steps=60, lr=3e-3, hidden_channels=8,
                                          val_episodes=val, eval_every=30, progress=False)
@@ -36,7 +27,7 @@ def test_siamese_recipe_trains(head, device):
 
 @pytest.mark.parametrize("strategy", ["random", "semi-hard", "batch-hard"])
 def test_triplet_recipe_trains(strategy, device):
-    data = _characters(device=device)
+    data = separable_characters(device=device)
     val = fsl.EpisodeSet(data, 3, 1, 3, n_episodes=20, seed=1)
     learner, history = fsl.train_triplet(data, strategy=strategy, n_classes=5, n_per_class=4, steps=60, lr=3e-3,
                                          hidden_channels=8, val_episodes=val, eval_every=30, progress=False)

@@ -5,21 +5,7 @@ from torch import nn
 
 import fslearn as fsl
 from fslearn.siamese import PairSampler, SiameseNet, contrastive_loss, max_per_class
-
-
-def _labelled_dataset(n_classes=12, n_per_class=10, size=6, device="cpu"):
-    """Every image's pixels encode (class, instance), so pairs can be decoded exactly."""
-    images = torch.zeros(n_classes, n_per_class, 1, size, size, dtype=torch.uint8)
-    images[:, :, 0, 0, 0] = torch.arange(n_classes, dtype=torch.uint8)[:, None]
-    images[:, :, 0, 0, 1] = torch.arange(n_per_class, dtype=torch.uint8)[None, :]
-    names = [f"c{i}" for i in range(n_classes)]
-    return fsl.FewShotDataset(images, names, ["a"] * n_classes, "labelled").to(device)
-
-
-def _decode(x):
-    """(…, 1, H, W) float images → class and instance ids."""
-    raw = (x * 255).round().long()
-    return raw[..., 0, 0, 0], raw[..., 0, 0, 1]
+from synthetic import decode, labelled_dataset
 
 
 def _pattern_dataset(n_classes=8, n_per_class=10, size=16, device="cpu"):
@@ -39,13 +25,13 @@ def _model(head, seed=0):
 @pytest.mark.parametrize("seed", range(20))
 @pytest.mark.parametrize("n_pairs", [2, 10, 64])
 def test_pair_sampler_is_balanced_and_valid(seed, n_pairs, device):
-    x1, x2, same = PairSampler(_labelled_dataset(device=device), seed=seed).sample(n_pairs)
+    x1, x2, same = PairSampler(labelled_dataset(device=device), seed=seed).sample(n_pairs)
     assert x1.shape == x2.shape == (n_pairs, 1, 6, 6) and same.shape == (n_pairs,)
     assert x1.dtype == same.dtype == torch.float32 and x1.device.type == device.type
     assert 0 <= x1.min() and x2.max() <= 1
     assert same.sum() == n_pairs // 2 and set(same.tolist()) <= {0.0, 1.0}
-    c1, i1 = _decode(x1)
-    c2, i2 = _decode(x2)
+    c1, i1 = decode(x1)
+    c2, i2 = decode(x2)
     positive = same.bool()
     assert (c1[positive] == c2[positive]).all(), "positives share a class"
     assert (i1[positive] != i2[positive]).all(), "positives are two different images"
@@ -53,11 +39,11 @@ def test_pair_sampler_is_balanced_and_valid(seed, n_pairs, device):
 
 
 def test_pair_sampler_shuffles_and_covers_the_dataset(device):
-    dataset = _labelled_dataset(device=device)
+    dataset = labelled_dataset(device=device)
     x1, x2, same = PairSampler(dataset, seed=0).sample(2000)
     assert 0.4 < same[:1000].mean() < 0.6, "positives and negatives are interleaved, not in two blocks"
-    c1, i1 = _decode(x1)
-    c2, i2 = _decode(x2)
+    c1, i1 = decode(x1)
+    c2, i2 = decode(x2)
     assert set(torch.cat([c1, c2]).tolist()) == set(range(12))
     assert set(torch.cat([i1, i2]).tolist()) == set(range(10))
     negative = ~same.bool()
@@ -65,7 +51,7 @@ def test_pair_sampler_shuffles_and_covers_the_dataset(device):
 
 
 def test_pair_sampler_is_deterministic_by_seed(device):
-    dataset = _labelled_dataset(device=device)
+    dataset = labelled_dataset(device=device)
     a, b, c = (PairSampler(dataset, seed=s).sample(32) for s in (3, 3, 4))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(a[0], c[0])
@@ -74,14 +60,14 @@ def test_pair_sampler_is_deterministic_by_seed(device):
 @pytest.mark.parametrize("n_pairs", [3, 0, -2, 4.0, True])
 def test_pair_sampler_needs_a_positive_even_count(n_pairs):
     with pytest.raises(ValueError, match=rf"n_pairs must be a positive even integer.*got {n_pairs!r}"):
-        PairSampler(_labelled_dataset()).sample(n_pairs)
+        PairSampler(labelled_dataset()).sample(n_pairs)
 
 
 def test_pair_sampler_rejects_datasets_without_pairs():
     with pytest.raises(ValueError, match="has 1 class; negative pairs need at least 2 classes"):
-        PairSampler(_labelled_dataset(n_classes=1))
+        PairSampler(labelled_dataset(n_classes=1))
     with pytest.raises(ValueError, match="has 1 image per class; positive pairs need"):
-        PairSampler(_labelled_dataset(n_per_class=1))
+        PairSampler(labelled_dataset(n_per_class=1))
 
 
 def test_contrastive_loss_matches_the_formula():

@@ -4,6 +4,7 @@ from torch import nn
 
 import fslearn as fsl
 from fslearn.triplet import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
+from synthetic import decode, labelled_dataset
 
 # A hand-made batch of 1-D embeddings with integer distances (exact in float32).
 POSITIONS = [0.0, 2.0, 7.0, 4.0, 12.0, -1.0, 20.0]
@@ -12,20 +13,6 @@ LABELS = [0, 0, 0, 1, 1, 2, 2]
 
 def _hand_batch(device="cpu"):
     return torch.tensor(POSITIONS, device=device)[:, None], torch.tensor(LABELS, device=device)
-
-
-def _labelled_dataset(n_classes=12, n_per_class=10, size=6, device="cpu"):
-    """Every image's pixels encode (class, instance), so batches can be decoded exactly."""
-    images = torch.zeros(n_classes, n_per_class, 1, size, size, dtype=torch.uint8)
-    images[:, :, 0, 0, 0] = torch.arange(n_classes, dtype=torch.uint8)[:, None]
-    images[:, :, 0, 0, 1] = torch.arange(n_per_class, dtype=torch.uint8)[None, :]
-    names = [f"c{i}" for i in range(n_classes)]
-    return fsl.FewShotDataset(images, names, ["a"] * n_classes, "labelled").to(device)
-
-
-def _decode(x):
-    raw = (x * 255).round().long()
-    return raw[..., 0, 0, 0], raw[..., 0, 0, 1]
 
 
 def _slow_mining(embeddings, labels, strategy, margin):
@@ -147,11 +134,11 @@ def test_mining_argument_errors():
 @pytest.mark.parametrize("seed", range(10))
 @pytest.mark.parametrize("n_classes,n_per_class", [(4, 2), (12, 10), (2, 5)])
 def test_pk_sampler_invariants(seed, n_classes, n_per_class, device):
-    x, y = PKSampler(_labelled_dataset(device=device), n_classes, n_per_class, seed=seed).sample()
+    x, y = PKSampler(labelled_dataset(device=device), n_classes, n_per_class, seed=seed).sample()
     assert x.shape == (n_classes * n_per_class, 1, 6, 6) and x.dtype == torch.float32
     assert x.device.type == y.device.type == device.type
     assert y.tolist() == [c for c in range(n_classes) for _ in range(n_per_class)]
-    cls, inst = _decode(x)
+    cls, inst = decode(x)
     per_label = cls.view(n_classes, n_per_class)
     assert (per_label == per_label[:, :1]).all(), "one dataset class per label"
     assert len(set(per_label[:, 0].tolist())) == n_classes, "distinct classes"
@@ -160,7 +147,7 @@ def test_pk_sampler_invariants(seed, n_classes, n_per_class, device):
 
 
 def test_pk_sampler_is_seeded_and_varies(device):
-    dataset = _labelled_dataset(device=device)
+    dataset = labelled_dataset(device=device)
     a, b, c = PKSampler(dataset, 4, 3, seed=1), PKSampler(dataset, 4, 3, seed=1), PKSampler(dataset, 4, 3, seed=2)
     first = a.sample()[0]
     assert torch.equal(first, b.sample()[0]) and not torch.equal(first, c.sample()[0])
@@ -176,7 +163,7 @@ def test_pk_sampler_is_seeded_and_varies(device):
 ])
 def test_pk_sampler_argument_errors(args, message):
     with pytest.raises(ValueError, match=message):
-        PKSampler(_labelled_dataset(), *args)
+        PKSampler(labelled_dataset(), *args)
 
 
 @pytest.mark.parametrize("rule", ["nearest-support", "nearest-prototype"])
@@ -220,7 +207,7 @@ def test_identity_nearest_prototype_is_the_library_baseline():
 @pytest.mark.parametrize("strategy", ["random", "semi-hard", "batch-hard"])
 def test_gradients_flow_to_the_backbone_through_the_mined_loss(strategy):
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(36, 8))
-    x, y = PKSampler(_labelled_dataset(), 4, 3, seed=0).sample()
+    x, y = PKSampler(labelled_dataset(), 4, 3, seed=0).sample()
     loss, _ = triplet_batch_loss(backbone(x), y, strategy, margin=10.0, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert loss > 0 and backbone[1].weight.grad.abs().sum() > 0
