@@ -28,3 +28,12 @@ def separable_characters(n_classes=10, device="cpu") -> fsl.FewShotDataset:
         row, col = divmod(c, 4)
         images[c, :, 0, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] = 255
     return fsl.FewShotDataset(images, [f"a/c{c}" for c in range(n_classes)], ["a"] * n_classes).to(device)
+
+
+def pattern_dataset(n_classes=8, n_per_class=10, size=16, device="cpu") -> fsl.FewShotDataset:
+    """Each class is a random binary pattern; its images flip 10% of the pixels."""
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.rand(n_classes, 1, 1, size, size, generator=g) > 0.5
+    flips = torch.rand(n_classes, n_per_class, 1, size, size, generator=g) < 0.1
+    images = (patterns ^ flips).to(torch.uint8) * 255
+    return fsl.FewShotDataset(images, [f"c{i}" for i in range(n_classes)], ["a"] * n_classes, "patterns").to(device)

@@ -5,16 +5,7 @@ from torch import nn
 
 import fslearn as fsl
 from fslearn.siamese import PairSampler, SiameseNet, contrastive_loss, max_per_class
-from synthetic import decode, labelled_dataset
-
-
-def _pattern_dataset(n_classes=8, n_per_class=10, size=16, device="cpu"):
-    """Each class is a random binary pattern; its images flip 10% of the pixels."""
-    g = torch.Generator().manual_seed(0)
-    patterns = torch.rand(n_classes, 1, 1, size, size, generator=g) > 0.5
-    flips = torch.rand(n_classes, n_per_class, 1, size, size, generator=g) < 0.1
-    images = (patterns ^ flips).to(torch.uint8) * 255
-    return fsl.FewShotDataset(images, [f"c{i}" for i in range(n_classes)], ["a"] * n_classes, "patterns").to(device)
+from synthetic import decode, labelled_dataset, pattern_dataset
 
 
 def _model(head, seed=0):
@@ -130,7 +121,7 @@ def test_max_per_class():
 
 def test_koch_loss_reaches_backbone_and_head():
     model = _model("koch")
-    x1, x2, same = PairSampler(_pattern_dataset(), seed=0).sample(16)
+    x1, x2, same = PairSampler(pattern_dataset(), seed=0).sample(16)
     F.binary_cross_entropy_with_logits(model.pair_logits(x1, x2), same).backward()
     assert model.head.weight.grad.abs().sum() > 0 and model.head.bias.grad.abs() > 0
     convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
@@ -159,7 +150,7 @@ def _pair_accuracy(model, x1, x2, same):
 @pytest.mark.parametrize("head", ["koch", "contrastive"])
 def test_siamese_net_trains(head, device):
     torch.manual_seed(0)
-    dataset = _pattern_dataset(device=device)
+    dataset = pattern_dataset(device=device)
     model = _model(head).to(device)
     sampler = PairSampler(dataset, seed=0)
     test_pairs = PairSampler(dataset, seed=123).sample(400)

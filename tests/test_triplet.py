@@ -4,7 +4,7 @@ from torch import nn
 
 import fslearn as fsl
 from fslearn.triplet import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
-from synthetic import decode, labelled_dataset
+from synthetic import decode, labelled_dataset, pattern_dataset
 
 # A hand-made batch of 1-D embeddings with integer distances (exact in float32).
 POSITIONS = [0.0, 2.0, 7.0, 4.0, 12.0, -1.0, 20.0]
@@ -213,19 +213,10 @@ def test_gradients_flow_to_the_backbone_through_the_mined_loss(strategy):
     assert loss > 0 and backbone[1].weight.grad.abs().sum() > 0
 
 
-def _pattern_dataset(n_classes=8, n_per_class=10, size=16, device="cpu"):
-    """Each class is a random binary pattern; its images flip 10% of the pixels."""
-    g = torch.Generator().manual_seed(0)
-    patterns = torch.rand(n_classes, 1, 1, size, size, generator=g) > 0.5
-    flips = torch.rand(n_classes, n_per_class, 1, size, size, generator=g) < 0.1
-    images = (patterns ^ flips).to(torch.uint8) * 255
-    return fsl.FewShotDataset(images, [f"c{i}" for i in range(n_classes)], ["a"] * n_classes, "patterns").to(device)
-
-
 @pytest.mark.parametrize("strategy", ["random", "semi-hard", "batch-hard"])
 def test_triplet_training_reduces_the_active_fraction(strategy, device):
     backbone = fsl.Conv4(1, 8, seed=0).to(device)
-    sampler = PKSampler(_pattern_dataset(device=device), 4, 4, seed=0)
+    sampler = PKSampler(pattern_dataset(device=device), 4, 4, seed=0)
     generator = torch.Generator(device=device).manual_seed(0)
     optimizer = torch.optim.Adam(backbone.parameters(), lr=3e-3)
     fractions = []
