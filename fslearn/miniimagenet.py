@@ -248,25 +248,28 @@ def _read_csv(root: Path, split: str) -> dict[str, list[str]]:
     return files
 
 
+def _list_counts(counts: dict[str, int]) -> str:
+    """``"n01 has 599, n02 has 598 (and 3 more)"``: the first five classes, for an error message."""
+    listed = ", ".join(f"{wnid} has {n}" for wnid, n in sorted(counts.items())[:5])
+    return listed + (f" (and {len(counts) - 5} more)" if len(counts) > 5 else "")
+
+
 def _equal_counts(counts: dict[str, int], n_per_class: int | None, source: Path) -> int:
     """The images per class to keep: all of them, or ``n_per_class``, if every class has them."""
     if n_per_class is not None:
         short = {wnid: n for wnid, n in counts.items() if n < n_per_class}
         if short:
-            listed = ", ".join(f"{wnid} has {n}" for wnid, n in sorted(short.items())[:5])
             raise ValueError(
-                f"n_per_class={n_per_class}, but in {source} {listed}"
-                f"{f' (and {len(short) - 5} more)' if len(short) > 5 else ''}; "
+                f"n_per_class={n_per_class}, but in {source} {_list_counts(short)}; "
                 f"pass at most n_per_class={min(counts.values())}"
             )
         return n_per_class
     usual = Counter(counts.values()).most_common(1)[0][0]
     odd = {wnid: n for wnid, n in counts.items() if n != usual}
     if odd:
-        listed = ", ".join(f"{wnid} has {n}" for wnid, n in sorted(odd.items())[:5])
         raise ValueError(
-            f"classes in {source} have different numbers of images: most have {usual}, but {listed}"
-            f"{f' (and {len(odd) - 5} more)' if len(odd) > 5 else ''}. A FewShotDataset needs the same "
+            f"classes in {source} have different numbers of images: most have {usual}, but "
+            f"{_list_counts(odd)}. A FewShotDataset needs the same "
             f"number per class: pass n_per_class={min(counts.values())} to keep the first that many of "
             "each class, or repair the copy (the standard one has 600 per class)."
         )
