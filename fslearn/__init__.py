@@ -18,6 +18,8 @@ from .io import atomic_path, cache_dir
 from .memory import activation_bytes
 from .archives import extract_zip
 from .omniglot import download_omniglot, load_omniglot, omniglot_split
+from .checkpoint import Checkpoint, read_checkpoint
+from .learners import build_learner, load_learner
 from .recipes import train_maml, train_pretrained, train_protonet, train_siamese, train_triplet
 from .maml import MAML, check_batch_norm, maml_classifier, per_task_meta_loss
 from .adaptation import GradientLearner
@@ -34,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Accuracy",
+    "Checkpoint",
     "Classifier",
     "Conv4",
     "DATASETS",
@@ -57,6 +60,7 @@ __all__ = [
     "TaskBatchNorm2d",
     "activation_bytes",
     "atomic_path",
+    "build_learner",
     "cache_dir",
     "check_batch_norm",
     "class_prototypes",
@@ -76,6 +80,7 @@ __all__ = [
     "iterations_per_epoch",
     "load_dataset",
     "load_embedded",
+    "load_learner",
     "load_miniimagenet",
     "load_omniglot",
     "load_runs",
@@ -89,6 +94,7 @@ __all__ = [
     "plot_epochs",
     "plot_history",
     "project_2d",
+    "read_checkpoint",
     "seeded",
     "show_images",
     "squared_euclidean",

@@ -79,6 +79,7 @@ def train_steps(
     seed: int = 0,
     progress: bool = True,
     desc: str = "training",
+    checkpoint=None,
 ) -> StepHistory:
     """Train ``model`` for ``steps`` steps of ``step_loss``.
 
@@ -102,6 +103,10 @@ def train_steps(
         seed: seeds torch's generator for the random ops inside the model
             (dropout) without touching the caller's global generator.
         progress: show a progress bar.
+        checkpoint: a :class:`~fslearn.Checkpoint` whose tracked objects are
+            saved every ``checkpoint.every`` steps and after the last; with
+            ``resume`` the loop first restores them and continues from the saved
+            step, ending with the same weights as an uninterrupted run.
 
     Returns:
         A :class:`StepHistory`.
@@ -123,7 +128,6 @@ def train_steps(
     pending_loss: list[torch.Tensor] = []
     pending_metrics: dict[str, list[torch.Tensor]] = {}
     devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
-    start = time.perf_counter()
 
     def flush():
         values = torch.stack(pending_loss).tolist()
@@ -142,7 +146,17 @@ def train_steps(
 
     with torch.random.fork_rng(devices=devices), progress_bar(steps, desc, progress) as bar:
         torch.manual_seed(seed)
-        for step in range(steps):
+        if checkpoint is not None:
+            checkpoint.track(model=model, optimizer=optimizer, scheduler=scheduler)
+            checkpoint.restore(history)
+            if history.steps > steps:
+                raise ValueError(
+                    f"{checkpoint.path} is at step {history.steps}, past steps={steps}; "
+                    f"ask for steps ≥ {history.steps} to continue it"
+                )
+            bar.update(history.steps)
+        start = time.perf_counter() - (history.time[-1] if history.time else 0.0)
+        for step in range(history.steps, steps):
             model.train()
             out = step_loss(step)
             loss, metrics = out if isinstance(out, tuple) else (out, {})
@@ -164,7 +178,8 @@ def train_steps(
             bar.update(1)
             last = step == steps - 1
             due = eval_every is not None and (history.steps % eval_every == 0 or last)
-            if len(pending_loss) >= sync_every or last or due:
+            save = checkpoint is not None and (history.steps % checkpoint.every == 0 or last)
+            if len(pending_loss) >= sync_every or last or due or save:
                 flush()
                 bar.set_postfix(loss=round(history.loss[-1], 4))
             if due:
@@ -179,4 +194,6 @@ def train_steps(
                     }
                 )
                 bar.set_postfix(loss=round(history.loss[-1], 4), val=f"{100 * accuracy.mean:.1f}%")
+            if save:
+                checkpoint.save(history)
     return history

@@ -11,16 +11,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .backbones import Classifier, Conv4
+from .backbones import Classifier
+from .checkpoint import Checkpoint
 from .data import FewShotDataset
 from .episodes import EpisodeSampler
 from .episodic import StepHistory, train_steps
 from .evaluate import evaluate
-from .maml import MAML, maml_classifier
+from .learners import build_learner
+from .maml import MAML
 from .train import History, fit
 from .prototypes import ProtoNet
 from .siamese import PairSampler, SiameseNet, contrastive_loss
 from .triplet import NearestNeighbourLearner, PKSampler, triplet_batch_loss
+
+
+def _spec(method: str, train: FewShotDataset, hidden_channels: int, **options) -> dict:
+    return {"method": method, "image_shape": list(train.image_shape), "hidden_channels": hidden_channels, **options}
+
+
+def _track(checkpoint: Checkpoint | None, spec: dict, train: FewShotDataset, config: dict, **generators) -> None:
+    """Tell ``checkpoint`` the learner's spec, the recipe's settings and its samplers' generators."""
+    config = {"train_dataset": train.name, "train_classes": train.n_classes, **config}
+    if checkpoint is not None:
+        checkpoint.config.update(config)
+        checkpoint.track(spec, **generators)
 
 
 def _train(learner, step_loss, optimizer, *, val_episodes, eval_every, val_batch_size=None, **kwargs) -> StepHistory:
@@ -48,6 +62,7 @@ def train_protonet(
     seed: int = 0,
     device=None,
     progress: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[ProtoNet, StepHistory]:
     """Prototypical networks as Snell et al. (2017) trained them on Omniglot.
 
@@ -65,16 +80,21 @@ def train_protonet(
         distance: ``"euclidean"`` or ``"cosine"`` (see :class:`~fslearn.ProtoNet`).
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
         device: defaults to the device of ``train``.
+        checkpoint: save (and with ``resume``, continue) the run there; see
+            :class:`~fslearn.Checkpoint`. The same argument in every recipe.
 
     Returns:
         ``(protonet, history)``.
     """
     device = train.device if device is None else torch.device(device)
     train = train.to(device)
-    learner = ProtoNet(Conv4(train.image_shape[0], hidden_channels, seed=seed), distance).to(device)
+    spec = _spec("protonet", train, hidden_channels, distance=distance)
+    learner = build_learner(spec, seed=seed).to(device)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed)
+    _track(checkpoint, spec, train, dict(n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr,
+           halve_every=halve_every, seed=seed), sampler=sampler.generator)
 
     def step_loss(_):
         episode = sampler.sample()
@@ -84,7 +104,7 @@ def train_protonet(
 
     history = _train(
         learner, step_loss, optimizer, scheduler=scheduler, val_episodes=val_episodes, eval_every=eval_every,
-        steps=steps, seed=seed, progress=progress, desc=f"ProtoNet {n_way}-way {n_shot}-shot",
+        steps=steps, seed=seed, progress=progress, desc=f"ProtoNet {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
     )
     return learner, history
 
@@ -103,6 +123,7 @@ def train_siamese(
     seed: int = 0,
     device=None,
     progress: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[SiameseNet, StepHistory]:
     """A Siamese network (Koch et al. 2015) trained on balanced pairs of ``train``'s classes.
 
@@ -125,9 +146,11 @@ def train_siamese(
     """
     device = train.device if device is None else torch.device(device)
     train = train.to(device)
-    backbone = Conv4(train.image_shape[0], hidden_channels, seed=seed)
-    learner = SiameseNet(backbone, backbone.embedding_dim(train.image_shape), head, seed=seed).to(device)
+    spec = _spec("siamese", train, hidden_channels, head=head)
+    learner = build_learner(spec, seed=seed).to(device)
     pairs = PairSampler(train, seed=seed)
+    _track(checkpoint, spec, train, dict(n_pairs=n_pairs, steps=steps, lr=lr, margin=margin, seed=seed),
+           pairs=pairs.generator)
 
     def step_loss(_):
         x1, x2, same = pairs.sample(n_pairs)
@@ -143,7 +166,7 @@ def train_siamese(
 
     history = _train(
         learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
-        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"Siamese ({head})",
+        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"Siamese ({head})", checkpoint=checkpoint,
     )
     return learner, history
 
@@ -164,6 +187,7 @@ def train_triplet(
     seed: int = 0,
     device=None,
     progress: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[NearestNeighbourLearner, StepHistory]:
     """An embedding trained with the triplet loss (Schroff et al. 2015) on P×K batches.
 
@@ -178,9 +202,12 @@ def train_triplet(
     """
     device = train.device if device is None else torch.device(device)
     train = train.to(device)
-    learner = NearestNeighbourLearner(Conv4(train.image_shape[0], hidden_channels, seed=seed), rule).to(device)
+    spec = _spec("triplet", train, hidden_channels, rule=rule)
+    learner = build_learner(spec, seed=seed).to(device)
     batches = PKSampler(train, n_classes, n_per_class, seed=seed)
     generator = torch.Generator(device=device).manual_seed(seed)
+    _track(checkpoint, spec, train, dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class,
+           margin=margin, steps=steps, lr=lr, seed=seed), batches=batches.generator, mining=generator)
 
     def step_loss(_):
         x, y = batches.sample()
@@ -190,6 +217,7 @@ def train_triplet(
     history = _train(
         learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
         eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"triplet ({strategy})",
+        checkpoint=checkpoint,
     )
     return learner, history
 
@@ -218,6 +246,7 @@ def train_maml(
     seed: int = 0,
     device=None,
     progress: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[MAML, StepHistory]:
     """MAML as Finn et al. (2017) trained it on Omniglot 5-way 1-shot.
 
@@ -245,11 +274,15 @@ def train_maml(
     """
     device = train.device if device is None else torch.device(device)
     train = train.to(device)
-    model = maml_classifier(n_way, train.image_shape, hidden_channels, seed=seed)
-    learner = MAML(
-        model, inner_lr=inner_lr, inner_steps=inner_steps, test_steps=test_steps, first_order=first_order, anil=anil
-    ).to(device)
+    spec = _spec(
+        "maml", train, hidden_channels, n_way=n_way, inner_lr=inner_lr, inner_steps=inner_steps,
+        test_steps=test_steps, first_order=first_order, anil=anil,
+    )
+    learner = build_learner(spec, seed=seed).to(device)
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
+    _track(checkpoint, spec, train, dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr,
+           rotate=rotate, step_weights=None if step_weights is None else list(step_weights), seed=seed),
+           sampler=sampler.generator)
     weights = None if step_weights is None else torch.as_tensor(step_weights, dtype=torch.float32, device=device)
     meta_loss = learner.meta_loss
     if compile:
@@ -267,7 +300,7 @@ def train_maml(
     history = _train(
         learner, step_loss, optimizer, val_episodes=val_episodes, eval_every=eval_every, val_batch_size=meta_batch,
         steps=steps, episodes_per_step=meta_batch, seed=seed, progress=progress,
-        desc=f"{kind} {n_way}-way {n_shot}-shot",
+        desc=f"{kind} {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
     )
     return learner, history
 
@@ -282,6 +315,7 @@ def train_pretrained(
     seed: int = 0,
     device=None,
     progress: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[Classifier, History]:
     """The pre-training baseline's first half: one classifier over all of ``train``'s classes.
 
@@ -295,11 +329,11 @@ def train_pretrained(
     """
     device = train.device if device is None else torch.device(device)
     x, y = train.to(device).flat()
-    model = Classifier(
-        Conv4(train.image_shape[0], hidden_channels, seed=seed), train.image_shape, train.n_classes, seed=seed
-    ).to(device)
+    spec = _spec("pretrain", train, hidden_channels, n_classes=train.n_classes)
+    model = build_learner(spec, seed=seed).to(device)
+    _track(checkpoint, spec, train, dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
     history = fit(
         model, x, y, batch_size=batch_size, epochs=epochs, seed=seed, progress=progress,
-        optimizer=torch.optim.Adam(model.parameters(), lr=lr), desc="pre-training",
+        optimizer=torch.optim.Adam(model.parameters(), lr=lr), desc="pre-training", checkpoint=checkpoint,
     )
     return model, history

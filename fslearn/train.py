@@ -143,6 +143,7 @@ def fit(
     device=None,
     progress: bool = True,
     desc: str = "training",
+    checkpoint=None,
 ) -> History:
     """Train ``model`` on ``(x, y)`` with mini-batches and count what happened.
 
@@ -167,6 +168,10 @@ def fit(
             without touching torch's global generator.
         device: where to train; ``None`` means where the model is.
         progress: show a progress bar (notebook or terminal).
+        checkpoint: a :class:`~fslearn.Checkpoint` saved every ``checkpoint.every``
+            epochs and at the end (the budget must be whole epochs); with
+            ``resume``, training continues from the saved epoch and ends with the
+            same weights as an uninterrupted run.
 
     Returns:
         A :class:`History`.
@@ -195,10 +200,24 @@ def fit(
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator(device=device).manual_seed(seed)
     history = History(n_samples, batch_size, drop_last, accumulate, per_epoch)
+    if checkpoint is not None and total % per_epoch:
+        raise ValueError(
+            f"a checkpointed fit trains whole epochs; iterations={total} is not a multiple of the "
+            f"{per_epoch} iterations per epoch: pass epochs= instead"
+        )
     rng_devices = [device] if device.type == "cuda" else []
-    start_time = time.perf_counter()
     with torch.random.fork_rng(devices=rng_devices), progress_bar(total, desc, progress) as bar:
         torch.manual_seed(seed)
+        if checkpoint is not None:
+            checkpoint.track(model=model, optimizer=optimizer, shuffle=generator)
+            checkpoint.restore(history)
+            if history.iterations > total:
+                raise ValueError(
+                    f"{checkpoint.path} is at epoch {history.epochs_completed}, past the {total // per_epoch} "
+                    f"asked for; ask for epochs ≥ {history.epochs_completed} to continue it"
+                )
+            bar.update(history.iterations)
+        start_time = time.perf_counter() - (history.time[-1] if history.time else 0.0)
         optimizer.zero_grad(set_to_none=True)
         while history.iterations < total:
             order = (
@@ -250,4 +269,8 @@ def fit(
                 record["time"] = time.perf_counter() - start_time
                 history.epochs.append(record)
                 bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))})
+                if checkpoint is not None and (
+                    history.epochs_completed % checkpoint.every == 0 or history.iterations == total
+                ):
+                    checkpoint.save(history)
     return history
