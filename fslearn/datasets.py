@@ -73,8 +73,8 @@ def load_dataset(
         _check_split(name, split, ("train", "val", "test"))
         if root is None:
             raise ValueError(
-                "miniImageNet cannot be downloaded freely: pass root= the folder of your copy "
-                "(split CSVs + images/, or mini-imagenet-cache-*.pkl)"
+                "miniImageNet cannot be downloaded freely: pass the folder of your copy (split CSVs + images/, "
+                "or mini-imagenet-cache-*.pkl) as root= (on the command line: --data-root)"
             )
         return load_miniimagenet(root, split, image_size=image_size or 84, progress=progress, device=device)
 

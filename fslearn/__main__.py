@@ -1,0 +1,7 @@
+"""``python -m fslearn …`` is the ``fslearn`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""The `fslearn` command line, run as a subprocess on the embedded set with tiny budgets."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fslearn as fsl
+from test_runs import make_runs, write_zip
+
+TINY = ["--recipe", "quick", "--hidden-channels", "4", "--test-episodes", "4", "--no-progress"]
+
+
+def fslearn(*args, cwd=None, check=True):
+    """Run `python -m fslearn ARGS`; return the completed process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "fslearn", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd, env=env, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def fails(*args, match: str, code: int = 1, **kwargs):
+    result = fslearn(*args, check=False, **kwargs)
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert match in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def protonet_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "protonet"
+    result = fslearn("train", "protonet", *TINY, "--steps", 6, "--n-way", 5, "--checkpoint-every", 3, "--out", out)
+    return out, result
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["eval-runs"], ["bench"], ["info"]])
+def test_every_command_has_help(command):
+    result = fslearn(*command, "--help")
+    assert "usage: fslearn" in result.stdout
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("fslearn")
+    assert script.exists(), "pip install . installs the `fslearn` command"
+    result = subprocess.run([script, "info"], capture_output=True, text=True, check=True)
+    assert f"torch           {torch.__version__}" in result.stdout
+    assert "cache" in result.stdout and "default device" in result.stdout
+
+
+def test_train_writes_config_metrics_checkpoint_and_results(protonet_run):
+    out, result = protonet_run
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl", "results.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "protonet" and config["settings"]["steps"] == 6 and config["settings"]["n_way"] == 5
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    results = json.loads((out / "results.json").read_text())
+    assert 0 < results["accuracy"] < 1 and results["episodes"] == 4 and results["n_way"] == 5
+    assert f"{100 * results['accuracy']:.2f} ± {100 * results['ci95']:.2f}%" in result.stdout
+    assert fsl.read_checkpoint(out / "checkpoint.pt")["history"]["steps"] == 6
+
+
+def test_eval_reproduces_the_test_of_train_and_prints_json(protonet_run):
+    out, _ = protonet_run
+    results = json.loads((out / "results.json").read_text())
+    shown = json.loads(fslearn("eval", out / "checkpoint.pt", "--episodes", 4, "--json").stdout)
+    assert shown["accuracy"] == results["accuracy"] and shown["ci95"] == results["ci95"]
+    text = fslearn("eval", out / "checkpoint.pt", "--episodes", 4, "--n-shot", 5, "--n-query", 5, "--no-progress").stdout
+    assert "embedded test, 5-way 5-shot, 4 episodes of 5 queries per class:" in text
+
+
+def test_interrupted_cli_run_resumes_to_the_same_weights(tmp_path):
+    args = ["train", "maml", *TINY, "--meta-batch", 2, "--test-steps", 1]
+    fslearn(*args, "--steps", 4, "--out", tmp_path / "straight")
+    fslearn(*args, "--steps", 2, "--checkpoint-every", 1, "--out", tmp_path / "resumed")
+    fslearn(*args, "--steps", 4, "--checkpoint-every", 1, "--out", tmp_path / "resumed", "--resume")
+    straight = fsl.read_checkpoint(tmp_path / "straight" / "checkpoint.pt")["state"]["model"]
+    resumed = fsl.read_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["state"]["model"]
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    log = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4]
+
+
+def test_pretrain_trains_in_epochs_and_tests_with_a_fitted_head(tmp_path):
+    out = tmp_path / "pretrain"
+    result = fslearn("train", "pretrain", *TINY, "--epochs", 1, "--out", out)
+    assert "5-way 1-shot" in result.stdout
+    fails("train", "pretrain", *TINY, "--steps", 3, "--out", tmp_path / "other", match="it trains in --epochs")
+
+
+def test_eval_runs_scores_lakes_twenty_runs(protonet_run, tmp_path):
+    files, _ = make_runs(random.Random(0))
+    runs = write_zip(tmp_path / "all_runs.zip", files)
+    out, _ = protonet_run
+    scores = json.loads(fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs, "--json").stdout)
+    assert len(scores["errors"]) == 20 and scores["mean_error"] == sum(scores["errors"]) / 20
+    assert "mean error over 20 runs" in fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs).stdout
+    fails("eval-runs", out / "checkpoint.pt", "--runs", tmp_path / "missing.zip", match="missing.zip")
+
+
+def test_bad_requests_fail_with_a_clear_message(protonet_run, tmp_path):
+    out, _ = protonet_run
+    fails("train", "matchingnet", match="invalid choice: 'matchingnet'", code=2)
+    fails("train", "protonet", "--steps", 0, match="must be a positive integer", code=2)
+    fails("train", "protonet", *TINY, "--meta-batch", 4, match="--meta-batch does not apply to protonet")
+    fails("train", "protonet", *TINY, "--out", out, match="already holds a run: pass --resume")
+    fails("train", "protonet", *TINY, "--out", tmp_path / "new", "--resume", match="no checkpoint at")
+    fails("train", "maml", *TINY, "--test-n-way", 20, "--out", tmp_path / "m", match="cannot be tested on 20-way")
+    fails("train", "protonet", *TINY, "--n-shot", 15, "--n-query", 10, "--out", tmp_path / "p",
+          match="n_shot + n_query = 15 + 10 = 25 images per class")
+    fails("train", "maml", *TINY, "--dataset", "miniimagenet", "--out", tmp_path / "mini", match="--data-root")
+    fails("eval", tmp_path / "nothing.pt", match="no checkpoint at")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((out / "checkpoint.pt").read_bytes()[:500])
+    fails("eval", broken, match="is not a readable checkpoint")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "m").exists()
+
+
+def test_resuming_with_other_options_changes_nothing(protonet_run):
+    out, _ = protonet_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fails("train", "protonet", *TINY, "--steps", 8, "--n-way", 6, "--out", out, "--resume",
+          match="trained with n_way=5, this command asks for n_way=6")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_maml_checkpoint_refuses_other_way_counts(tmp_path):
+    out = tmp_path / "maml"
+    fslearn("train", "maml", *TINY, "--steps", 1, "--meta-batch", 2, "--test-steps", 1, "--out", out)
+    fails("eval", out / "checkpoint.pt", "--n-way", 20, "--episodes", 2, match="5-way head (n_way=5)")
