@@ -137,15 +137,20 @@ class Checkpoint:
             self.spec = dict(spec)
         self.objects.update({name: obj for name, obj in objects.items() if obj is not None})
 
-    def restore(self, history) -> None:
+    def restore(self, history, *, count: str = "steps", budget: int | None = None) -> None:
         """With ``resume``, load the saved state into the tracked objects and ``history`` (in place).
 
         Also restores torch's generator state, so random ops inside the model
         continue the same stream. Call inside the loop's ``fork_rng``.
 
+        Args:
+            history: the loop's fresh history, overwritten with the saved one.
+            count, budget: the history's counter of work done (``"steps"``,
+                ``"iterations"``) and the loop's total, which must not be behind it.
+
         Raises:
-            ValueError: the checkpoint was saved by a different learner or run; the
-                message names the first field that differs.
+            ValueError: the checkpoint was saved by a different learner or run (the
+                message names the first field that differs), or it is past ``budget``.
         """
         if not self.resume:
             return
@@ -171,6 +176,12 @@ class Checkpoint:
         torch.set_rng_state(payload["rng"]["cpu"])
         if payload["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(payload["rng"]["cuda"])
+        done = getattr(history, count)
+        if budget is not None and done > budget:
+            raise ValueError(
+                f"{self.path} is at {count}={done}, past this run's {count}={budget}; "
+                f"ask for a budget of at least {done} {count} to continue it"
+            )
 
     def save(self, history) -> None:
         """Write the tracked state, ``history`` and the generators' state, atomically."""

@@ -148,12 +148,7 @@ def train_steps(
         torch.manual_seed(seed)
         if checkpoint is not None:
             checkpoint.track(model=model, optimizer=optimizer, scheduler=scheduler)
-            checkpoint.restore(history)
-            if history.steps > steps:
-                raise ValueError(
-                    f"{checkpoint.path} is at step {history.steps}, past steps={steps}; "
-                    f"ask for steps ≥ {history.steps} to continue it"
-                )
+            checkpoint.restore(history, count="steps", budget=steps)
             bar.update(history.steps)
         start = time.perf_counter() - (history.time[-1] if history.time else 0.0)
         for step in range(history.steps, steps):

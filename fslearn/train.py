@@ -210,12 +210,7 @@ def fit(
         torch.manual_seed(seed)
         if checkpoint is not None:
             checkpoint.track(model=model, optimizer=optimizer, shuffle=generator)
-            checkpoint.restore(history)
-            if history.iterations > total:
-                raise ValueError(
-                    f"{checkpoint.path} is at epoch {history.epochs_completed}, past the {total // per_epoch} "
-                    f"asked for; ask for epochs ≥ {history.epochs_completed} to continue it"
-                )
+            checkpoint.restore(history, count="iterations", budget=total)
             bar.update(history.iterations)
         start_time = time.perf_counter() - (history.time[-1] if history.time else 0.0)
         optimizer.zero_grad(set_to_none=True)

@@ -122,7 +122,7 @@ def test_resuming_past_the_budget_is_an_error(tmp_path):
     data = pattern_dataset()
     path = tmp_path / "c.pt"
     fsl.train_protonet(data, n_way=3, n_shot=1, n_query=2, steps=4, **SMALL, checkpoint=fsl.Checkpoint(path))
-    with pytest.raises(ValueError, match="at step 4, past steps=2"):
+    with pytest.raises(ValueError, match="is at steps=4, past this run's steps=2"):
         fsl.train_protonet(data, n_way=3, n_shot=1, n_query=2, steps=2, **SMALL,
                            checkpoint=fsl.Checkpoint(path, resume=True))
 
