@@ -93,7 +93,9 @@ class Checkpoint:
         resume: continue the run saved at ``path``. Without it an existing file is
             an error rather than silently overwritten.
         config: the run's settings (JSON-serialisable); a resumed run must have the
-            same, apart from :data:`RESUMABLE_CHANGES` (e.g. a longer ``steps``).
+            same, apart from those a resume may change (``RESUMABLE_CHANGES``:
+            ``steps``, ``epochs``, ``device``, ``progress``, ``checkpoint_every``,
+            ``out``), e.g. a longer ``steps``.
         log: a JSON-lines file rewritten at every save with one record per step
             (``step``, ``loss``, ``time`` and the step's metrics) and one per
             validation (``"validation": true``).
