@@ -168,8 +168,8 @@ def bench(args) -> int:
         rows = speed.sampler_speed(device, n_tasks=args.meta_batch or 32)
         print(speed.format_table(rows, speed.SAMPLER_COLUMNS))
     if args.what in ("all", "maml"):
-        rows = speed.maml_speed(device, iterations=args.iterations, meta_batch=args.meta_batch,
-                                compile=not args.no_compile, progress=True)
+        rows = speed.maml_speed(device, settings=args.settings or tuple(speed.MAML_SETTINGS), iterations=args.iterations,
+                                meta_batch=args.meta_batch, compile=not args.no_compile, progress=True)
         print(speed.format_table(rows, speed.MAML_COLUMNS))
         if args.out:
             command = "fslearn " + " ".join(sys.argv[1:])
@@ -271,6 +271,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive, help="timed meta-iterations per row")
     p.add_argument("--meta-batch", type=_positive, help="override every setting's meta-batch (quick CPU runs)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--settings", nargs="+", default=None, metavar="SETTING",
+                   help="MAML settings to time: omniglot-1, omniglot-5, miniimagenet-5 (default: all)")
     p.add_argument("--out", help="also write the MAML rows to this JSON results file")
     p.add_argument("--notes", default="", help="notes for the results file")
     p.set_defaults(run=bench)

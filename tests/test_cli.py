@@ -136,3 +136,14 @@ def test_a_maml_checkpoint_refuses_other_way_counts(tmp_path):
     out = tmp_path / "maml"
     fslearn("train", "maml", *TINY, "--steps", 1, "--meta-batch", 2, "--test-steps", 1, "--out", out)
     fails("eval", out / "checkpoint.pt", "--n-way", 20, "--episodes", 2, match="5-way head (n_way=5)")
+
+
+def test_bench_prints_tables_and_writes_a_results_file(tmp_path):
+    out = tmp_path / "speed.json"
+    result = fslearn("bench", "--device", "cpu", "--settings", "omniglot-1", "--meta-batch", 1, "--iterations", 1,
+                     "--no-compile", "--out", out, "--notes", "test run")
+    assert "| episode shape" in result.stdout and "| per-task loop (baseline)" in result.stdout
+    record = json.loads(out.read_text())
+    assert record["notes"] == "test run" and record["command"].startswith("fslearn bench --device cpu")
+    assert [row["implementation"] for row in record["rows"]] == ["per-task loop (baseline)", "fslearn eager (vmap)"]
+    fails("bench", "--what", "maml", "--settings", "omniglot-20", match="omniglot-1")
