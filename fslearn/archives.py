@@ -41,7 +41,8 @@ def fetch(url: str, dest: Path, progress: bool = True) -> None:
     except (urllib.error.URLError, TimeoutError) as error:
         raise ConnectionError(
             f"could not download {url} ({error}); without internet, download it on another "
-            f"machine and pass its path (path=...) or copy it into the data folder"
+            f"machine and copy it into {dest.parent} (the data folder: root=... in Python, "
+            f"--data-root on the command line)"
         ) from error
 
 

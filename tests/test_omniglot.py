@@ -150,8 +150,10 @@ def test_failed_download_leaves_no_file(tmp_cache, monkeypatch):
 
 def test_unreachable_url_is_a_clear_error(tmp_cache, tmp_path, monkeypatch):
     monkeypatch.setitem(omniglot.OMNIGLOT_URLS, "images_evaluation", (tmp_path / "absent.zip").as_uri())
-    with pytest.raises(ConnectionError, match="could not download .*absent.zip"):
+    with pytest.raises(ConnectionError, match="could not download .*absent.zip") as error:
         download_omniglot("images_evaluation", progress=False)
+    assert f"copy it into {tmp_cache / 'data' / 'omniglot'} " in str(error.value)
+    assert list((tmp_cache / "data" / "omniglot").iterdir()) == []  # no partial file left
 
 
 def test_existing_zip_with_wrong_md5_is_named(tmp_cache, published):
