@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def main():
     )
     print(speed.format_table(rows, speed.MAML_COLUMNS))
     if args.out:
-        command = shlex.join(["python", "benchmarks/bench_maml.py", *sys.argv[1:]])
+        command = speed.command_line(["python", "benchmarks/bench_maml.py", *sys.argv[1:]])
         record = speed.results_record(rows, command=command, device=device, notes=args.notes)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")

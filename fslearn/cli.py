@@ -172,7 +172,7 @@ def bench(args) -> int:
                                 meta_batch=args.meta_batch, compile=not args.no_compile, progress=True)
         print(speed.format_table(rows, speed.MAML_COLUMNS))
         if args.out:
-            command = "fslearn " + " ".join(sys.argv[1:])
+            command = speed.command_line(["fslearn", *sys.argv[1:]])
             _write_json(Path(args.out), speed.results_record(rows, command=command, device=device, notes=args.notes))
     return 0
 

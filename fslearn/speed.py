@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import shlex
 import time
 from importlib import resources
 
@@ -288,6 +289,22 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) if l else "-" * (w + 1) + ":" for w, l in zip(widths, left)) + "|"
     return "\n".join([line(headers), rule, *map(line, cells)])
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as one shell line without ``--notes TEXT``: the command that reproduces the rows.
+
+    The notes are stored in the record apart from the command, so they are left out of it.
+    """
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--notes":
+            skip = True
+        elif not arg.startswith("--notes="):
+            kept.append(arg)
+    return shlex.join(kept)
 
 
 def results_record(rows: list[dict], *, command: str, device, notes: str) -> dict:

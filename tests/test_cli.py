@@ -145,5 +145,6 @@ def test_bench_prints_tables_and_writes_a_results_file(tmp_path):
     assert "| episode shape" in result.stdout and "| per-task loop (baseline)" in result.stdout
     record = json.loads(out.read_text())
     assert record["notes"] == "test run" and record["command"].startswith("fslearn bench --device cpu")
+    assert "--notes" not in record["command"]
     assert [row["implementation"] for row in record["rows"]] == ["per-task loop (baseline)", "fslearn eager (vmap)"]
     fails("bench", "--what", "maml", "--settings", "omniglot-20", match="omniglot-1")

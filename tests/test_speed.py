@@ -72,3 +72,8 @@ def test_format_table_aligns_and_prints_none_as_dash():
         "| a    |  1.5 |  — |",
         "| bbb  | 10.2 |  3 |",
     ]
+
+
+def test_command_line_leaves_out_the_notes_and_quotes_the_rest():
+    argv = ["fslearn", "bench", "--notes", "a note", "--out", "my file.json", "--notes=other", "--iterations", "3"]
+    assert speed.command_line(argv) == "fslearn bench --out 'my file.json' --iterations 3"
