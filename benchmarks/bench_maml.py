@@ -25,7 +25,6 @@ measurement that ships with fslearn and that chapters 7 and 8 print.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -53,10 +52,8 @@ def main():
     )
     print(speed.format_table(rows, speed.MAML_COLUMNS))
     if args.out:
-        command = speed.command_line(["python", "benchmarks/bench_maml.py", *sys.argv[1:]])
-        record = speed.results_record(rows, command=command, device=device, notes=args.notes)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        speed.write_results(args.out, rows, argv=["python", "benchmarks/bench_maml.py", *sys.argv[1:]],
+                            device=device, notes=args.notes)
         print(f"wrote {args.out}")
 
 

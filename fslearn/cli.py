@@ -172,8 +172,7 @@ def bench(args) -> int:
                                 meta_batch=args.meta_batch, compile=not args.no_compile, progress=True)
         print(speed.format_table(rows, speed.MAML_COLUMNS))
         if args.out:
-            command = speed.command_line(["fslearn", *sys.argv[1:]])
-            _write_json(Path(args.out), speed.results_record(rows, command=command, device=device, notes=args.notes))
+            speed.write_results(args.out, rows, argv=["fslearn", *args.argv], device=device, notes=args.notes)
     return 0
 
 
@@ -283,7 +282,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(map(str, argv))
     args = parser().parse_args(argv)
+    args.argv = argv  # the command as typed, for the records that say how they were made
     try:
         return args.run(args)
     except (UsageError, ValueError, OSError, FloatingPointError) as error:  # OSError: files, downloads

@@ -11,8 +11,8 @@ or shared machine, where absolute times do not. Two benchmarks:
   in eager mode, and the same under ``torch.compile`` as ``train_maml(compile=True)`` runs it.
 
 ``benchmarks/bench_sampler.py``, ``benchmarks/bench_maml.py`` and ``fslearn bench`` print
-their rows with :func:`format_table`; :func:`results_record` is the results-file format, and
-:func:`recorded_maml_speed` reads the measurement that ships with the package.
+their rows with :func:`format_table`; :func:`results_record` is the results-file format, :func:`write_results`
+writes it, and :func:`recorded_maml_speed` reads the measurement that ships with the package.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .data import FewShotDataset
 from .device import default_device
 from .embedded import load_embedded
+from .io import atomic_path
 from .episodes import EpisodeSampler
 from .maml import MAML, maml_classifier, per_task_meta_loss
 from .train import check_positive_int, progress_bar
@@ -201,7 +202,7 @@ def _tf32(device: torch.device):
 
 def _time_one(setting: str, implementation: str, spec: dict, dataset: FewShotDataset, meta_batch: int,
               iterations: int) -> dict:
-    """One row: the first iteration timed alone, untimed warm-ups, then ``iterations`` timed."""
+    """One row (without ``speedup``): the first iteration timed alone, untimed warm-ups, then ``iterations`` timed."""
     device = dataset.device
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -215,8 +216,7 @@ def _time_one(setting: str, implementation: str, spec: dict, dataset: FewShotDat
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return dict(setting=setting, implementation=implementation, inner_steps=spec["inner_steps"],
                 meta_iterations_per_s=round(1 / seconds, 4), ms_per_iteration=round(seconds * 1e3, 2),
-                first_iteration_s=round(first, 3), peak_memory_mb=None if peak is None else round(peak, 1),
-                speedup=1.0)
+                first_iteration_s=round(first, 3), peak_memory_mb=None if peak is None else round(peak, 1))
 
 
 def maml_speed(
@@ -311,6 +311,17 @@ def results_record(rows: list[dict], *, command: str, device, notes: str) -> dic
     """The results file's content: the rows with the command, date, device and torch version behind them."""
     return {"command": command, "date": datetime.date.today().isoformat(), "device": device_name(device),
             "torch": torch.__version__, "notes": notes, "rows": rows}
+
+
+def write_results(path, rows: list[dict], *, argv: list[str], device, notes: str) -> dict:
+    """Write :func:`results_record` of ``rows`` to ``path`` as JSON, atomically; return the record.
+
+    ``argv`` is the command that produced the rows, as :func:`command_line` records it.
+    """
+    record = results_record(rows, command=command_line(argv), device=device, notes=notes)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return record
 
 
 def recorded_maml_speed() -> dict:
