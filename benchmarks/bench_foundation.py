@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fslearn as fsl
-from fslearn import embedded, glyphs
+from fslearn.data import embedded, glyphs
 
 
 def _timed(fn, repeat: int = 1) -> float:

@@ -9,7 +9,7 @@ Second-order MAML, 5-way 1-shot with 15 queries, on the paper's settings: Omnigl
 implementations do the same work per meta-iteration (sample the tasks on the
 device, meta-loss, backward, Adam step):
 
-* the per-task loop of learn2learn and most MAML code (``fsl.per_task_meta_loss``):
+* the per-task loop of learn2learn and most MAML code (``fslearn.bench.per_task_meta_loss``):
   adapt a copy of the parameters with ``autograd.grad(create_graph=True)`` and call
   backward task by task, a Python loop of small kernels;
 * ``fsl.MAML.meta_loss`` in eager mode: every task at once under ``torch.func.vmap``;
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import fslearn as fsl
-from fslearn import speed
+from fslearn import bench
 
 
 def main():
@@ -40,19 +40,19 @@ def main():
     parser.add_argument("--iterations", type=int, help="timed meta-iterations (default 50 on cuda, 5 on cpu)")
     parser.add_argument("--meta-batch", type=int, help="override every setting's meta-batch (quick CPU runs)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
-    parser.add_argument("--settings", nargs="+", default=list(speed.MAML_SETTINGS), choices=list(speed.MAML_SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=list(bench.MAML_SETTINGS), choices=list(bench.MAML_SETTINGS))
     parser.add_argument("--out", type=Path, help="write the rows and how they were made to this JSON file")
     parser.add_argument("--notes", default="", help="free text stored with --out")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__} on {speed.device_name(device)}")
-    rows = speed.maml_speed(
+    print(f"torch {torch.__version__} on {bench.device_name(device)}")
+    rows = bench.maml_speed(
         device, settings=args.settings, iterations=args.iterations, meta_batch=args.meta_batch,
         compile=not args.no_compile, progress=True,
     )
-    print(speed.format_table(rows, speed.MAML_COLUMNS))
+    print(bench.format_table(rows, bench.MAML_COLUMNS))
     if args.out:
-        speed.write_results(args.out, rows, argv=["python", "benchmarks/bench_maml.py", *sys.argv[1:]],
+        bench.write_results(args.out, rows, argv=["python", "benchmarks/bench_maml.py", *sys.argv[1:]],
                             device=device, notes=args.notes)
         print(f"wrote {args.out}")
 

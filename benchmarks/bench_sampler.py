@@ -7,7 +7,7 @@ The baseline builds episodes the way easyfsl's TaskSampler and torchmeta do: a
 indices of one episode, a ``DataLoader`` whose collate function stacks the
 images, splits support from query and remaps labels, then a copy to the device.
 fslearn draws the same shape of episode batch with index arithmetic on the
-device where the whole dataset already lives. Both live in ``fslearn.speed``
+device where the whole dataset already lives. Both live in ``fslearn.bench``
 (``fslearn bench`` runs them too); this script prints the table.
 """
 
@@ -18,7 +18,7 @@ import argparse
 import torch
 
 import fslearn as fsl
-from fslearn import speed
+from fslearn import bench
 
 
 def main():
@@ -28,8 +28,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__} on {speed.device_name(device)}; batches of {args.tasks} episodes from 964 classes")
-    print(speed.format_table(speed.sampler_speed(device, n_tasks=args.tasks, repeats=args.repeats), speed.SAMPLER_COLUMNS))
+    print(f"torch {torch.__version__} on {bench.device_name(device)}; batches of {args.tasks} episodes from 964 classes")
+    print(bench.format_table(bench.sampler_speed(device, n_tasks=args.tasks, repeats=args.repeats), bench.SAMPLER_COLUMNS))
 
 
 if __name__ == "__main__":

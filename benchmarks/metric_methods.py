@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import fslearn as fsl
-from fslearn.datasets import SMALL2_ONLY_ALPHABETS
+from fslearn.data.catalog import SMALL2_ONLY_ALPHABETS
 
 
 def load(dataset: str, zips: Path | None):

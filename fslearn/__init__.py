@@ -4,33 +4,44 @@ Chapters and users import the top level::
 
     import fslearn as fsl
     background = fsl.load_embedded("background")
+
+The package is laid out as the pipeline the book teaches, one folder per stage:
+``data/`` (datasets) → ``sampling/`` (episodes, pairs, P×K batches) → ``models/``
+(Conv4) → ``methods/`` (learners and their losses) → ``training/`` (the loop,
+checkpoints, recipes) → ``evaluation`` (accuracy ± 95% CI); ``plot`` and ``cli`` read
+from all of them, ``common`` serves all of them, and ``bench`` times them.
 """
 
-from .backbones import Classifier, Conv4, TaskBatchNorm2d, conv_block, seeded
-from .data import FewShotDataset, to_float, with_rotations
-from .device import default_device, model_device
-from .datasets import DATASETS, load_dataset
-from .embedded import load_embedded
-from .episodes import Episode, EpisodeSampler, EpisodeSet
-from .episodic import StepHistory, train_steps
-from .evaluate import Accuracy, confidence_interval, evaluate
-from .io import atomic_path, cache_dir
-from .memory import activation_bytes
-from .archives import extract_zip
-from .omniglot import download_omniglot, load_omniglot, omniglot_split
-from .checkpoint import Checkpoint, read_checkpoint
-from .learners import build_learner, load_learner
-from .recipes import train_maml, train_pretrained, train_protonet, train_siamese, train_triplet
-from .maml import MAML, check_batch_norm, maml_classifier, per_task_meta_loss
-from .adaptation import GradientLearner
-from .finetune import FineTune
-from .siamese import PairSampler, SiameseNet, contrastive_loss, max_per_class
-from .triplet import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
-from .runs import OneShotRun, download_runs, evaluate_runs, load_runs
-from .miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
-from .prototypes import NearestPrototype, ProtoNet, class_prototypes, cosine_similarity, squared_euclidean
+from .common import atomic_path, cache_dir, default_device, model_device, seeded
+from .data.archives import extract_zip
+from .data.catalog import DATASETS, load_dataset
+from .data.dataset import FewShotDataset, to_float, with_rotations
+from .data.embedded import load_embedded
+from .data.lake_runs import OneShotRun, download_runs, evaluate_runs, load_runs
+from .data.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
+from .data.omniglot import download_omniglot, load_omniglot, omniglot_split
+from .evaluation import Accuracy, confidence_interval, evaluate, evaluate_classifier
+from .methods.adaptation import GradientLearner
+from .methods.finetune import FineTune
+from .methods.maml import MAML, check_batch_norm, maml_classifier
+from .methods.metric import class_prototypes, cosine_similarity, max_per_class, squared_euclidean
+from .methods.nearest_neighbour import NearestNeighbourLearner
+from .methods.prototypes import NearestPrototype, ProtoNet
+from .methods.siamese import SiameseNet, contrastive_loss
+from .methods.triplet import mine_triplets, triplet_batch_loss, triplet_loss
+from .models.classifier import Classifier
+from .models.conv4 import Conv4, conv_block
+from .models.task_batch_norm import TaskBatchNorm2d
 from .plot import image_grid, plot_embeddings, plot_epochs, plot_history, project_2d, show_images
-from .train import History, evaluate_classifier, fit, iterations_per_epoch
+from .sampling.episodes import Episode, EpisodeSampler, EpisodeSet
+from .sampling.pairs import PairSampler
+from .sampling.pk_batches import PKSampler
+from .training.batches import History, fit, iterations_per_epoch
+from .training.checkpoint import Checkpoint, read_checkpoint
+from .training.memory import activation_bytes
+from .training.recipes import train_maml, train_pretrained, train_protonet, train_siamese, train_triplet
+from .training.specs import build_learner, load_learner
+from .training.steps import StepHistory, train_steps
 
 __version__ = "0.1.0"
 
@@ -89,7 +100,6 @@ __all__ = [
     "mine_triplets",
     "model_device",
     "omniglot_split",
-    "per_task_meta_loss",
     "plot_embeddings",
     "plot_epochs",
     "plot_history",

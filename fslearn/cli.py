@@ -22,16 +22,16 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import RESUMABLE_CHANGES, Checkpoint, first_difference, read_checkpoint
-from .datasets import DATASETS, load_dataset
-from .device import default_device
-from .episodes import EpisodeSet
-from .evaluate import evaluate
-from .adaptation import GradientLearner
-from .io import atomic_path, cache_dir
-from .learners import load_learner
-from .runs import evaluate_runs, load_runs
-from .settings import MAML_FAMILY, METHODS, RECIPES, omniglot_protocol, recipe_settings
+from .training.checkpoint import RESUMABLE_CHANGES, Checkpoint, first_difference, read_checkpoint
+from .data.catalog import DATASETS, load_dataset
+from .common import default_device
+from .sampling.episodes import EpisodeSet
+from .evaluation import evaluate
+from .methods.adaptation import GradientLearner
+from .common import atomic_path, cache_dir
+from .training.specs import load_learner
+from .data.lake_runs import evaluate_runs, load_runs
+from .training.presets import MAML_FAMILY, METHODS, RECIPES, omniglot_protocol, recipe_settings
 
 # Command-line options that override a recipe, by the training functions' argument names.
 OVERRIDES = ("n_way", "n_shot", "n_query", "steps", "epochs", "lr", "hidden_channels", "meta_batch", "inner_lr",
@@ -161,18 +161,18 @@ def eval_runs(args) -> int:
 
 
 def bench(args) -> int:
-    from . import speed
+    from . import bench
 
     device = torch.device(args.device) if args.device else default_device()
     if args.what in ("all", "sampler"):
-        rows = speed.sampler_speed(device, n_tasks=args.meta_batch or 32)
-        print(speed.format_table(rows, speed.SAMPLER_COLUMNS))
+        rows = bench.sampler_speed(device, n_tasks=args.meta_batch or 32)
+        print(bench.format_table(rows, bench.SAMPLER_COLUMNS))
     if args.what in ("all", "maml"):
-        rows = speed.maml_speed(device, settings=args.settings or tuple(speed.MAML_SETTINGS), iterations=args.iterations,
+        rows = bench.maml_speed(device, settings=args.settings or tuple(bench.MAML_SETTINGS), iterations=args.iterations,
                                 meta_batch=args.meta_batch, compile=not args.no_compile, progress=True)
-        print(speed.format_table(rows, speed.MAML_COLUMNS))
+        print(bench.format_table(rows, bench.MAML_COLUMNS))
         if args.out:
-            speed.write_results(args.out, rows, argv=["fslearn", *args.argv], device=device, notes=args.notes)
+            bench.write_results(args.out, rows, argv=["fslearn", *args.argv], device=device, notes=args.notes)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .train import History
+from .training.batches import History
 
 _X_LABELS = {
     "iteration": "iteration",

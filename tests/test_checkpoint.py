@@ -75,7 +75,7 @@ def test_checkpoint_holds_only_safe_types(tmp_path):
     fsl.train_maml(pattern_dataset(), n_way=3, n_shot=1, n_query=1, meta_batch=2, steps=1, **SMALL,
                    checkpoint=fsl.Checkpoint(path))
     payload = torch.load(path, weights_only=True)  # raises if anything needs pickled code
-    assert payload["format"] == fsl.checkpoint.FORMAT
+    assert payload["format"] == fsl.training.checkpoint.FORMAT
     assert payload["spec"]["method"] == "maml" and payload["spec"]["n_way"] == 3
 
 

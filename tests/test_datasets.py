@@ -40,6 +40,6 @@ def test_omniglot_small_protocol_on_the_real_zips(tmp_path, tmp_cache):
     train = fsl.load_dataset("omniglot-small", "train", root=root, progress=False)
     test = fsl.load_dataset("omniglot-small", "test", root=root, progress=False)
     assert train.n_classes == 136 and len(set(train.groups)) == 5
-    assert sorted(set(test.groups)) == list(fsl.datasets.SMALL2_ONLY_ALPHABETS)
+    assert sorted(set(test.groups)) == list(fsl.data.catalog.SMALL2_ONLY_ALPHABETS)
     assert not set(train.groups) & set(test.groups)
     assert test.images.shape[1:] == (20, 1, 28, 28)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fslearn as fsl
-from fslearn import embedded, glyphs
+from fslearn.data import embedded, glyphs
 
 
 @pytest.fixture(scope="module")

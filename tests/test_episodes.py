@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fslearn as fsl
-from fslearn.episodes import EpisodeSampler, EpisodeSet
+from fslearn import EpisodeSampler, EpisodeSet
 from synthetic import decode, labelled_dataset
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fslearn import miniimagenet
-from fslearn.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
+from fslearn.data import miniimagenet
+from fslearn import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 
 # The fakes have 3 classes, not 64: every load warns about it; one test checks the warning.
 pytestmark = pytest.mark.filterwarnings("ignore:miniImageNet .* standard split:UserWarning")

@@ -11,9 +11,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import fslearn as fsl
-from fslearn import omniglot
-from fslearn.archives import extract_zip
-from fslearn.omniglot import download_omniglot, load_omniglot, omniglot_split
+from fslearn.data import omniglot
+from fslearn.data.archives import extract_zip
+from fslearn import download_omniglot, load_omniglot, omniglot_split
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 ALPHABETS = ("Zeta_script", "Alpha_(test)")  # not in sorted order, to test the sorting

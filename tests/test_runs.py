@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fslearn import runs as runs_module
-from fslearn.archives import extract_zip
-from fslearn.runs import OneShotRun, download_runs, evaluate_runs, load_runs
+from fslearn.data import lake_runs as runs_module
+from fslearn.data.archives import extract_zip
+from fslearn import OneShotRun, download_runs, evaluate_runs, load_runs
 
 SIZE = 28
 

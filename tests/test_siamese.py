@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fslearn as fsl
-from fslearn.siamese import PairSampler, SiameseNet, contrastive_loss, max_per_class
+from fslearn import PairSampler, SiameseNet, contrastive_loss, max_per_class
 from synthetic import decode, labelled_dataset, pattern_dataset
 
 

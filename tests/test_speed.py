@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from fslearn import speed
+from fslearn import bench as speed
 
 RECORD_KEYS = {"command", "date", "device", "torch", "notes", "rows"}
 ROW_TYPES = {

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import fslearn as fsl
-from fslearn.triplet import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
+from fslearn import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
 from synthetic import decode, labelled_dataset, pattern_dataset
 
 # A hand-made batch of 1-D embeddings with integer distances (exact in float32).

@@ -1,0 +1,42 @@
+"""Speed benchmarks, each against a baseline timed in the same run, and the results files.
+
+Ratios against a baseline measured in the same process mean something on a noisy
+or shared machine, where absolute times do not. Two benchmarks:
+
+* :func:`sampler_speed`: :class:`~fslearn.EpisodeSampler` against the DataLoader +
+  task batch-sampler pipeline of easyfsl and torchmeta (:func:`dataloader_episodes`).
+* :func:`maml_speed`: meta-iterations per second of second-order MAML on the paper's
+  Omniglot and miniImageNet settings, for the per-task loop most libraries run
+  (:func:`per_task_meta_loss`), fslearn's batched :class:`~fslearn.MAML` in eager
+  mode, and the same under ``torch.compile`` as ``train_maml(compile=True)`` runs it.
+
+``benchmarks/bench_sampler.py``, ``benchmarks/bench_maml.py`` and ``fslearn bench``
+print their rows with :func:`format_table`; :func:`write_results` writes a results
+file and :func:`recorded_maml_speed` reads the measurement that ships with fslearn.
+None of this is part of ``fslearn.__all__``: ``from fslearn import bench``.
+"""
+
+from .baselines import dataloader_episodes, per_task_meta_loss
+from .maml import BASELINE, COMPILED, EAGER, MAML_COLUMNS, MAML_SETTINGS, maml_speed
+from .report import command_line, format_table, recorded_maml_speed, results_record, write_results
+from .sampler import SAMPLER_COLUMNS, sampler_speed
+from .timing import device_name
+
+__all__ = [
+    "BASELINE",
+    "COMPILED",
+    "EAGER",
+    "MAML_COLUMNS",
+    "MAML_SETTINGS",
+    "SAMPLER_COLUMNS",
+    "command_line",
+    "dataloader_episodes",
+    "device_name",
+    "format_table",
+    "maml_speed",
+    "per_task_meta_loss",
+    "recorded_maml_speed",
+    "results_record",
+    "sampler_speed",
+    "write_results",
+]

@@ -1,0 +1,74 @@
+"""Results files: a table of rows with the command, date, device and versions behind them."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shlex
+from importlib import resources
+
+import torch
+
+from ..common import atomic_path
+from .timing import device_name
+
+# Inside the package, not beside it, so that chapters 7 and 8 find it in a pip install and in Colab.
+RESULTS_FILE = "results/maml_speed.json"
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A Markdown table of ``rows``: one column per ``(key, header, format string)``; ``None`` prints as "—"."""
+    headers = [header for _, header, _ in columns]
+    cells = [["—" if row[key] is None else fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
+    widths = [max([len(header)] + [len(line[i]) for line in cells]) for i, header in enumerate(headers)]
+    # Text columns read best left-aligned, numbers right-aligned so their digits line up.
+    left = [bool(rows) and isinstance(rows[0][key], str) for key, _, _ in columns]
+
+    def line(values):
+        return "| " + " | ".join(v.ljust(w) if l else v.rjust(w) for v, w, l in zip(values, widths, left)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if l else "-" * (w + 1) + ":" for w, l in zip(widths, left)) + "|"
+    return "\n".join([line(headers), rule, *map(line, cells)])
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as one shell line without ``--notes TEXT``: the command that reproduces the rows.
+
+    The notes are stored in the record apart from the command, so they are left out of it.
+    """
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--notes":
+            skip = True
+        elif not arg.startswith("--notes="):
+            kept.append(arg)
+    return shlex.join(kept)
+
+
+def results_record(rows: list[dict], *, command: str, device, notes: str) -> dict:
+    """The results file's content: the rows with the command, date, device and torch version behind them."""
+    return {"command": command, "date": datetime.date.today().isoformat(), "device": device_name(device),
+            "torch": torch.__version__, "notes": notes, "rows": rows}
+
+
+def write_results(path, rows: list[dict], *, argv: list[str], device, notes: str) -> dict:
+    """Write :func:`results_record` of ``rows`` to ``path`` as JSON, atomically; return the record.
+
+    ``argv`` is the command that produced the rows, as :func:`command_line` records it.
+    """
+    record = results_record(rows, command=command_line(argv), device=device, notes=notes)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return record
+
+
+def recorded_maml_speed() -> dict:
+    """The MAML speed measurement shipped with fslearn, as :func:`results_record` wrote it.
+
+    It lives in ``fslearn/results/maml_speed.json``; chapters 7 and 8 print it. Replace it with
+    a measurement of your own GPU by
+    ``python benchmarks/bench_maml.py --device cuda --out fslearn/results/maml_speed.json``.
+    """
+    return json.loads(resources.files("fslearn").joinpath(RESULTS_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,98 @@
+"""Datasets by name, so chapters, tests and the command line say ``"omniglot"`` and nothing more."""
+
+from __future__ import annotations
+
+from .dataset import FewShotDataset
+from .embedded import load_embedded
+from .miniimagenet import load_miniimagenet
+from .omniglot import load_omniglot, omniglot_split
+
+#: Names :func:`load_dataset` accepts.
+DATASETS = ("embedded", "omniglot", "omniglot-small", "miniimagenet")
+#: The alphabets of ``images_background_small2`` that ``images_background_small1`` lacks.
+SMALL2_ONLY_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
+
+
+def _check_split(name: str, split: str, allowed: tuple[str, ...]) -> None:
+    if split not in allowed:
+        raise ValueError(f"{name} has splits {allowed}; got {split!r}")
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    protocol: str = "lake",
+    root=None,
+    image_size: int | None = None,
+    download: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    device=None,
+) -> FewShotDataset:
+    """Load a few-shot dataset by name.
+
+    ========================  =====================================================================
+    name                      splits
+    ========================  =====================================================================
+    ``"embedded"``            ``train`` (30 background alphabets), ``test`` (20 evaluation alphabets)
+    ``"omniglot"``            ``train`` / ``test`` (``protocol="lake"``: background / evaluation),
+                              ``vinyals``: ``train`` / ``test``; ``maml``: ``train`` / ``val`` / ``test``
+    ``"omniglot-small"``      ``train`` = ``images_background_small1``; ``test`` = the alphabets of
+                              ``images_background_small2`` that small1 lacks
+    ``"miniimagenet"``        ``train`` / ``val`` / ``test`` from a copy in ``root``
+    ========================  =====================================================================
+
+    Args:
+        name: one of :data:`DATASETS`.
+        split: see the table.
+        protocol: for ``"omniglot"``: ``"lake"``, ``"vinyals"`` or ``"maml"``
+            (see :func:`~fslearn.omniglot_split`).
+        root: where downloaded archives live (Omniglot), or the folder of a
+            user-supplied copy (miniImageNet; required).
+        image_size: 28 for characters and 84 for miniImageNet by default.
+        download: fetch missing Omniglot archives.
+        seed: the generation seed (embedded) or the split seed (Omniglot protocols).
+        device: where to put the images.
+
+    Returns:
+        A :class:`~fslearn.data.FewShotDataset`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if name == "embedded":
+        _check_split(name, split, ("train", "test"))
+        return load_embedded(
+            {"train": "background", "test": "evaluation"}[split],
+            image_size=image_size or 28,
+            seed=seed,
+            progress=progress,
+            device=device,
+        )
+    if name == "miniimagenet":
+        _check_split(name, split, ("train", "val", "test"))
+        if root is None:
+            raise ValueError(
+                "miniImageNet cannot be downloaded freely: pass the folder of your copy (split CSVs + images/, "
+                "or mini-imagenet-cache-*.pkl) as root= (on the command line: --data-root)"
+            )
+        return load_miniimagenet(root, split, image_size=image_size or 84, progress=progress, device=device)
+
+    def omniglot(archive: str) -> FewShotDataset:
+        return load_omniglot(archive, root=root, image_size=image_size or 28, download=download, progress=progress)
+
+    if name == "omniglot-small":
+        _check_split(name, split, ("train", "test"))
+        if split == "train":
+            dataset = omniglot("images_background_small1")
+        else:
+            dataset = omniglot("images_background_small2").select_groups(
+                SMALL2_ONLY_ALPHABETS, name="omniglot small2 minus small1"
+            )
+        return dataset if device is None else dataset.to(device)
+    if protocol == "lake":
+        _check_split(name, split, ("train", "test"))
+        dataset = omniglot({"train": "images_background", "test": "images_evaluation"}[split])
+    else:
+        dataset = omniglot_split(omniglot("images_background"), omniglot("images_evaluation"), protocol, split, seed=seed)
+    return dataset if device is None else dataset.to(device)

@@ -1,0 +1,225 @@
+"""Lake et al.'s (2015) twenty one-shot classification runs on Omniglot.
+
+Each run is a 20-way, 1-shot task within one alphabet: one training image of each of
+20 characters, and 20 test images (one per character, by other drawers) to classify.
+The score is the error rate averaged over the 20 runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from .dataset import to_float
+from ..common import model_device
+from ..common import atomic_path
+from .archives import fetch, open_source
+from .omniglot import archive_path, read_ink
+
+RUNS_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/one-shot-classification/all_runs.zip"
+N_RUNS = 20
+N_WAY = 20
+_LABEL_LINE = re.compile(r"^(run\d+)/test/item(\d+)\.png\s+(run\d+)/training/class(\d+)\.png$")
+
+
+@dataclass
+class OneShotRun:
+    """One run: 20 training images (one per class) and 20 test images to classify.
+
+    Attributes:
+        name: ``"run01"`` to ``"run20"``.
+        support_x: uint8 training images of shape ``(20, 1, s, s)``, ink 255 on 0;
+            image ``k`` is class ``k``.
+        query_x: uint8 test images of shape ``(20, 1, s, s)``.
+        query_y: long tensor of shape ``(20,)``: the class of each test image.
+    """
+
+    name: str
+    support_x: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+    @property
+    def support_y(self) -> torch.Tensor:
+        """``arange(20)``: the training images are one per class, in class order."""
+        return torch.arange(len(self.support_x), device=self.support_x.device)
+
+
+def _run_files(names) -> dict[str, str]:
+    """Map ``"runNN/..."`` to each file's full name, whatever folder holds the runs."""
+    files = {}
+    for name in names:
+        parts = PurePosixPath(name).parts
+        start = next((i for i, part in enumerate(parts) if re.fullmatch(r"run\d\d", part)), None)
+        if start is not None:
+            files["/".join(parts[start:])] = name
+    return files
+
+
+def _check_layout(names, source: Path) -> dict[str, str]:
+    files = _run_files(names)
+    expected = [
+        f"run{r:02d}/{file}"
+        for r in range(1, N_RUNS + 1)
+        for file in (
+            "class_labels.txt",
+            *(f"training/class{k:02d}.png" for k in range(1, N_WAY + 1)),
+            *(f"test/item{k:02d}.png" for k in range(1, N_WAY + 1)),
+        )
+    ]
+    missing = [f for f in expected if f not in files]
+    if missing:
+        raise ValueError(
+            f"{source} is not Lake et al.'s all_runs layout: {len(missing)} of its {len(expected)} files "
+            f"are missing, e.g. {missing[:3]} (expected run01..run{N_RUNS:02d}, each with "
+            f"class_labels.txt, training/class01..{N_WAY:02d}.png and test/item01..{N_WAY:02d}.png)"
+        )
+    return files
+
+
+def _labels(text: str, run: str, source: Path) -> torch.Tensor:
+    classes = [-1] * N_WAY
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _LABEL_LINE.match(line.strip())
+        if not match or match[1] != run or match[3] != run:
+            raise ValueError(
+                f"{source}: {run}/class_labels.txt line {number} reads {line!r}; expected "
+                f"'{run}/test/itemMM.png {run}/training/classKK.png'"
+            )
+        item, label = int(match[2]), int(match[4])
+        if not (1 <= item <= N_WAY and 1 <= label <= N_WAY) or classes[item - 1] != -1:
+            raise ValueError(f"{source}: {run}/class_labels.txt line {number} ({line!r}) is out of range or repeated")
+        classes[item - 1] = label - 1
+    if -1 in classes:
+        raise ValueError(f"{source}: {run}/class_labels.txt labels no test item {classes.index(-1) + 1:02d}")
+    return torch.tensor(classes)
+
+
+def download_runs(root=None, progress: bool = True) -> Path:
+    """Download ``all_runs.zip`` (if it is not there yet) into ``<root>/omniglot/``.
+
+    No md5 is published for it, so the file is checked to be a zip with the runs'
+    layout instead; a failed check or an interrupted download leaves no file.
+
+    Args:
+        root: data folder; default ``fslearn.io.cache_dir() / "data"``.
+        progress: show a progress bar.
+
+    Returns:
+        The path of the zip.
+    """
+    path = archive_path("all_runs", root)
+    if path.exists():
+        with open_source(path) as (names, _):
+            _check_layout(names, path)
+        return path
+    with atomic_path(path) as tmp:
+        fetch(RUNS_URL, tmp, progress)
+        try:
+            with open_source(tmp) as (names, _):
+                _check_layout(names, tmp)
+        except ValueError as error:  # raising here makes atomic_path delete the download
+            raise ValueError(f"the download of {RUNS_URL} was discarded: {error}") from error
+    return path
+
+
+def load_runs(
+    path=None, image_size: int = 28, download: bool = False, root=None, progress: bool = True
+) -> list[OneShotRun]:
+    """Lake et al.'s 20 one-shot classification runs.
+
+    Args:
+        path: ``all_runs.zip`` or its extracted folder; default ``<root>/omniglot/all_runs.zip``.
+        image_size: side of the square images after resizing (the originals are 105).
+        download: download the zip if ``path`` is not given and the zip is missing.
+        root: data folder; default ``fslearn.io.cache_dir() / "data"``.
+        progress: show a progress bar while downloading.
+
+    Returns:
+        20 :class:`OneShotRun`, ``run01`` first.
+
+    Raises:
+        FileNotFoundError: the runs are missing.
+        ValueError: not a zip, or not the runs' layout.
+    """
+    if path is None:
+        path = archive_path("all_runs", root)
+        if download and not path.exists():
+            download_runs(root, progress)
+        elif not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist. Call load_runs(download=True) to download it from "
+                f"{RUNS_URL}, or put the zip there, or pass path= to a copy (zip or extracted folder)"
+            )
+    source = Path(path).expanduser()
+    runs = []
+    with open_source(source) as (names, read):
+        files = _check_layout(names, source)
+
+        def images(kind: str, run: str) -> torch.Tensor:
+            pictures = [read_ink(read(files[f"{run}/{kind}{k:02d}.png"]), image_size) for k in range(1, N_WAY + 1)]
+            return torch.from_numpy(np.stack(pictures)).unsqueeze(1)
+
+        for r in range(1, N_RUNS + 1):
+            run = f"run{r:02d}"
+            labels = _labels(read(files[f"{run}/class_labels.txt"]).decode(), run, source)
+            runs.append(OneShotRun(run, images("training/class", run), images("test/item", run), labels))
+    return runs
+
+
+def evaluate_runs(runs, *, embed=None, learner=None, device=None) -> dict:
+    """Error rates on the one-shot runs, by nearest neighbour in an embedding or by a learner.
+
+    The classic score is the error averaged over the 20 runs (20-way, 1-shot, within one
+    alphabet). Published errors (Lake et al. 2015): people 4.5%, Bayesian program
+    learning 3.3%. Put models in eval mode first.
+
+    Args:
+        runs: the runs, from :func:`load_runs`.
+        embed: maps float images ``(n, 1, s, s)`` in ``[0, 1]`` to embeddings ``(n, D)``;
+            each test image gets the class of the nearest training image (Euclidean; ties
+            go to the lowest class).
+        learner: ``learner(support_x, support_y, query_x) -> logits (n_query, n_way)`` with
+            float images and ``support_y = arange(20)``; each test image gets the argmax.
+        device: where to compute; default the device of ``embed`` / ``learner`` if it is a
+            :class:`torch.nn.Module`, else CPU.
+
+    Returns:
+        ``{"errors": [error % of each run], "mean_error": their mean}``.
+
+    Raises:
+        TypeError: not exactly one of ``embed`` and ``learner``.
+        ValueError: no runs, or a learner's logits of the wrong shape.
+    """
+    if (embed is None) == (learner is None):
+        raise TypeError("pass exactly one of embed= (an embedding function) or learner= (a few-shot learner)")
+    runs = list(runs)
+    if not runs:
+        raise ValueError("no runs to evaluate; load them with load_runs()")
+    model = embed if learner is None else learner
+    if device is None:
+        device = model_device(model) if isinstance(model, torch.nn.Module) else torch.device("cpu")
+    errors = []
+    with torch.no_grad():
+        for run in runs:
+            support_x, query_x = to_float(run.support_x.to(device)), to_float(run.query_x.to(device))
+            if embed is not None:
+                features = embed(torch.cat([support_x, query_x]))
+                support, query = features[: len(support_x)], features[len(support_x) :]
+                predicted = torch.cdist(query.float(), support.float()).argmin(1)
+            else:
+                logits = learner(support_x, run.support_y.to(device), query_x)
+                if logits.shape != (len(query_x), len(support_x)):
+                    raise ValueError(
+                        f"{run.name}: the learner returned logits of shape {tuple(logits.shape)}; "
+                        f"expected (n_query, n_way) = {(len(query_x), len(support_x))}"
+                    )
+                predicted = logits.argmax(1)
+            errors.append(100.0 * (predicted.cpu() != run.query_y).sum().item() / len(run.query_y))
+    return {"errors": errors, "mean_error": sum(errors) / len(errors)}

@@ -1,0 +1,339 @@
+"""Real Omniglot (Lake et al. 2015): download, verify, extract, decode, cache and split.
+
+The four published zips hold ``<name>/<Alphabet>/characterNN/<id>_<drawer>.png``:
+105×105 one-bit images, black ink on white, 20 drawers per character. Loading
+inverts them (ink 255 on 0, like every fslearn dataset), resizes them, and caches
+the decoded tensors, so only the first load pays for decoding the PNGs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from .archives import fetch, md5, open_source
+from .dataset import FewShotDataset, with_rotations
+from ..common import atomic_path, cache_dir, cached
+
+_BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
+OMNIGLOT_MD5 = {
+    "images_background": "68d2efa1b9178cc56df9314c21c6e718",
+    "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+    "images_background_small1": "e704a628b5459e08445c13499850abc4",
+    "images_background_small2": "b75a71a51d3b13f821f212756fe481fd",
+}
+OMNIGLOT_URLS = {name: f"{_BASE_URL}/{name}.zip" for name in OMNIGLOT_MD5}
+# Bump when decoding changes, so caches written by older code are not reused.
+_CACHE_VERSION = 1
+
+# Characters (train, val, test) of each protocol, out of Omniglot's 1 623.
+N_CHARACTERS = 1623
+PROTOCOL_SIZES = {"vinyals": (1200, 0, 423), "maml": (1100, 100, 423)}
+PROTOCOLS = ("lake", *PROTOCOL_SIZES)
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _check_name(name: str) -> str:
+    if name not in OMNIGLOT_MD5:
+        raise ValueError(f"unknown Omniglot archive {name!r}; valid names: {sorted(OMNIGLOT_MD5)}")
+    return OMNIGLOT_MD5[name]
+
+
+def archive_path(name: str, root) -> Path:
+    return Path(root if root is not None else cache_dir() / "data") / "omniglot" / f"{name}.zip"
+
+
+def download_omniglot(name: str = "images_background", root=None, progress: bool = True) -> Path:
+    """Download one Omniglot zip (if it is not there yet) and verify its md5.
+
+    The download goes to a temporary file beside the target and is moved into place only
+    once complete and verified, so an interrupted or wrong download leaves no file.
+
+    Args:
+        name: ``"images_background"`` (30 alphabets, 964 characters),
+            ``"images_evaluation"`` (20 alphabets, 659 characters),
+            ``"images_background_small1"`` or ``"images_background_small2"``.
+        root: data folder; default ``fslearn.io.cache_dir() / "data"``. The zip is
+            stored as ``<root>/omniglot/<name>.zip``.
+        progress: show a progress bar.
+
+    Returns:
+        The path of the verified zip.
+
+    Raises:
+        ValueError: unknown ``name``, or a zip (already there or just downloaded) whose md5
+            is not the published one.
+        ConnectionError: the download failed.
+    """
+    expected = _check_name(name)
+    path = archive_path(name, root)
+    if path.exists():
+        _verifymd5(path, name)
+        return path
+    url = OMNIGLOT_URLS[name]
+    with atomic_path(path) as tmp:
+        fetch(url, tmp, progress)
+        actual = md5(tmp)
+        if actual != expected:  # raising here makes atomic_path delete the download
+            raise ValueError(
+                f"the download of {url} has md5 {actual} but {name}.zip has md5 {expected}; it was "
+                f"discarded. Try again; if it keeps happening a proxy or portal is answering in "
+                f"GitHub's place: download the file by hand and pass it as path=..."
+            )
+    return path
+
+
+def _verifymd5(path: Path, name: str) -> str:
+    actual, expected = md5(path), OMNIGLOT_MD5[name]
+    if actual != expected:
+        raise ValueError(
+            f"{path} has md5 {actual} but {name}.zip has md5 {expected}: the file is truncated, "
+            f"damaged or another file. Delete it and download it again "
+            f"(download_omniglot({name!r}) or load_omniglot({name!r}, download=True))."
+        )
+    return actual
+
+
+def read_ink(data: bytes, image_size: int) -> np.ndarray:
+    """One black-on-white PNG as uint8 ink (255) on 0, resized to ``(image_size, image_size)``."""
+    image = ImageOps.invert(Image.open(io.BytesIO(data)).convert("L"))
+    if image.size != (image_size, image_size):
+        # Lanczos reproduces the book's reference pixel-space accuracies; bilinear scores ~1 point higher.
+        image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _index(names, source: Path) -> list[tuple[str, str, list[str]]]:
+    """Group PNG paths into ``(alphabet, character, paths sorted by drawer)``, sorted."""
+    characters: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for name in names:
+        parts = PurePosixPath(name).parts
+        # macOS zips carry '__MACOSX/._x.png' resource forks that are not images.
+        if not name.endswith(".png") or any(p.startswith((".", "__MACOSX")) for p in parts):
+            continue
+        if len(parts) < 3:
+            raise ValueError(f"{source}: {name} is not in an <Alphabet>/<characterNN>/ folder")
+        alphabet, character, file = parts[-3:]
+        drawer = PurePosixPath(file).stem.rsplit("_", 1)[-1]
+        if not drawer.isdigit():
+            raise ValueError(f"{source}: {name} is not named <id>_<drawer>.png")
+        characters.setdefault((alphabet, character), []).append((int(drawer), name))
+    if not characters:
+        raise ValueError(f"{source} holds no <Alphabet>/<characterNN>/<id>_<drawer>.png images")
+    index = []
+    for (alphabet, character), drawn in sorted(characters.items()):
+        drawers = [d for d, _ in drawn]
+        if len(set(drawers)) != len(drawers):
+            raise ValueError(
+                f"{source}: {alphabet}/{character} has a drawer twice ({sorted(drawers)}); "
+                f"does the folder hold more than one dataset? Point path at one of them"
+            )
+        index.append((alphabet, character, [n for _, n in sorted(drawn)]))
+    counts = {len(paths) for _, _, paths in index}
+    if len(counts) > 1:
+        uneven = [f"{a}/{c}: {len(p)}" for a, c, p in index if len(p) != len(index[0][2])]
+        raise ValueError(
+            f"{source}: characters have different numbers of drawers ({sorted(counts)}); "
+            f"{len(index[0][2])} for {index[0][0]}/{index[0][1]} but {uneven[:5]}"
+        )
+    return index
+
+
+def _decode(source: Path, image_size: int, progress: bool) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Decode every character of a zip or folder: images ``(n, drawers, 1, s, s)``, names, alphabets."""
+    with open_source(source) as (names, read):
+        index = _index(names, source)
+        images = np.empty((len(index), len(index[0][2]), 1, image_size, image_size), dtype=np.uint8)
+        for i, (_, _, paths) in enumerate(tqdm(index, desc="decoding", disable=not progress, leave=False)):
+            for j, name in enumerate(paths):
+                try:
+                    images[i, j, 0] = read_ink(read(name), image_size)
+                except (OSError, zipfile.BadZipFile, zlib.error) as error:
+                    raise ValueError(f"cannot read {name} in {source} ({error}); the file is damaged") from error
+    return torch.from_numpy(images), [f"{a}/{c}" for a, c, _ in index], [a for a, _, _ in index]
+
+
+def _fingerprint(folder: Path) -> str:
+    # A folder has no md5: its file list, sizes and times stand in for its contents.
+    listing = []
+    for png in sorted(folder.rglob("*.png")):
+        info = png.stat()
+        listing.append(f"{png.relative_to(folder).as_posix()} {info.st_size} {info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:32]
+
+
+def load_omniglot(
+    name: str | None = None,
+    root=None,
+    image_size: int = 28,
+    download: bool = False,
+    progress: bool = True,
+    md5_check: bool = True,
+    *,
+    path=None,
+    device=None,
+) -> FewShotDataset:
+    """Real Omniglot as a :class:`~fslearn.data.FewShotDataset`, decoded once and cached.
+
+    Args:
+        name: the archive (see :func:`download_omniglot`); default ``"images_background"``,
+            or with ``path`` the file or folder name (``.../images_evaluation.zip`` →
+            ``"images_evaluation"``).
+        root: data folder holding ``omniglot/<name>.zip``; default
+            ``fslearn.io.cache_dir() / "data"``.
+        image_size: side of the square images after resizing (Lanczos, anti-aliased);
+            105 keeps the originals.
+        download: download the zip if it is missing.
+        progress: show progress bars.
+        md5_check: require a zip of one of the four published archives to have the published
+            md5. Turn it off for a modified copy.
+        path: a zip or an extracted folder of your own to read instead of ``root``'s; it may
+            hold ``<Alphabet>/`` folders directly or under one top folder.
+        device: where to put the images (``None``: CPU).
+
+    Returns:
+        A dataset with images of shape ``(n_characters, 20, 1, image_size, image_size)``,
+        uint8, ink 255 on 0; characters sorted by alphabet then character folder, drawers by
+        drawer number; class names ``"Alphabet/characterNN"``, groups the alphabets.
+
+    Raises:
+        FileNotFoundError: the zip is missing and ``download`` is False.
+        ValueError: wrong md5, not a zip, or not Omniglot's layout.
+    """
+    if path is None:
+        name = name or "images_background"
+        _check_name(name)
+        source = archive_path(name, root)
+        if not source.exists():
+            if not download:
+                raise FileNotFoundError(
+                    f"{source} does not exist. Call load_omniglot({name!r}, download=True) to download "
+                    f"it from {OMNIGLOT_URLS[name]}, or put the zip at {source}, or pass path= to a copy"
+                )
+            download_omniglot(name, root, progress)
+    else:
+        source = Path(path).expanduser()
+        name = name or source.name.removesuffix(".zip")
+        if not source.exists():
+            raise FileNotFoundError(f"{source} does not exist; pass the path of an Omniglot zip or extracted folder")
+    if source.is_dir():
+        key = _fingerprint(source)
+    elif md5_check and name in OMNIGLOT_MD5:
+        key = _verifymd5(source, name)
+    else:
+        key = md5(source)
+    def build() -> dict:
+        images, class_names, groups = _decode(source, image_size, progress)
+        return {"images": images, "class_names": class_names, "groups": groups}
+
+    saved = cached(cache_dir() / "omniglot" / f"{name}-{key}-{image_size}px-v{_CACHE_VERSION}.pt", build)
+    dataset = FewShotDataset(saved["images"], saved["class_names"], saved["groups"], f"omniglot {name} {image_size}px")
+    return dataset if device is None else dataset.to(device)
+
+
+def _protocol_sizes(protocol: str, n: int, sizes) -> tuple[int, int, int]:
+    if sizes is None:
+        # The paper's split fractions, exact for Omniglot's 1 623 characters.
+        train, val, _ = (round(n * s / N_CHARACTERS) for s in PROTOCOL_SIZES[protocol])
+        sizes = (train, val, n - train - val)
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) != 3 or min(sizes) < 0 or sum(sizes) > n:
+        raise ValueError(f"sizes must be 3 counts (train, val, test) summing to at most {n} characters; got {sizes}")
+    needs_val = PROTOCOL_SIZES[protocol][1] > 0
+    if sizes[0] < 1 or sizes[2] < 1 or (needs_val and sizes[1] < 1):
+        raise ValueError(
+            f"a pool of {n} characters is too small for the {protocol!r} protocol: it gives "
+            f"(train, val, test) = {sizes}. Load more alphabets or pass sizes=(train, val, test)"
+        )
+    return sizes
+
+
+def omniglot_split(
+    background: FewShotDataset,
+    evaluation: FewShotDataset,
+    protocol: str,
+    split: str,
+    seed: int = 0,
+    sizes=None,
+) -> FewShotDataset:
+    """One split of Omniglot under a published protocol (say which one a number uses).
+
+    ``"lake"`` (Lake et al. 2015): the background alphabets train, the evaluation
+    alphabets test; there is no validation split and no randomness.
+
+    ``"vinyals"`` (Vinyals et al. 2016, Snell et al. 2017): all characters of both
+    datasets are pooled (background first) and shuffled with ``seed``; the first 1 200
+    train, the other 423 test. Every class is then rotated by 0, 90, 180 and 270 degrees,
+    each rotation a class of its own (:func:`~fslearn.with_rotations`): 4 800
+    training classes. The test classes are rotated too (1 692 classes), as Snell et al.
+    test on rotated classes. Vinyals et al.'s own character list is not published with
+    the data, so the characters differ from theirs; the sizes do not.
+
+    ``"maml"`` (Finn et al. 2017): the same shuffled pool split 1 100 / 100 / 423, with
+    no rotation classes: MAML instead rotates each class of an episode by a random
+    multiple of 90 degrees when the episode is sampled, which the episode sampler does.
+
+    Args:
+        background: the ``images_background`` dataset (or any training pool).
+        evaluation: the ``images_evaluation`` dataset (or any test pool).
+        protocol: ``"lake"``, ``"vinyals"`` or ``"maml"``.
+        split: ``"train"``, ``"val"`` (``"maml"`` only) or ``"test"``.
+        seed: the seed of the shuffle (``"vinyals"`` and ``"maml"``).
+        sizes: ``(train, val, test)`` character counts; default the paper's, scaled to the
+            pool's size (exactly the paper's for all 1 623 characters), so that small
+            pools work too.
+
+    Returns:
+        The split's classes; with ``"vinyals"``, ``4 × n_characters`` classes, named
+        ``"Alphabet/characterNN@rot90"`` and so on.
+
+    Raises:
+        ValueError: unknown protocol or split, overlapping pools, or a pool too small.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {SPLIT_NAMES}; got {split!r}")
+    if split == "val" and protocol != "maml":
+        raise ValueError(
+            f"the {protocol!r} protocol has no validation split; use protocol='maml' or hold out "
+            f"some training classes yourself"
+        )
+    shared = sorted(set(background.class_names) & set(evaluation.class_names))
+    if shared:
+        raise ValueError(
+            f"{background.name} and {evaluation.name} share {len(shared)} classes (e.g. {shared[:3]}); "
+            f"pool disjoint datasets (small1 and small2 both hold Greek and Latin)"
+        )
+    name = f"omniglot {protocol} {split}"
+    if protocol == "lake":
+        if sizes is not None:
+            raise ValueError("the 'lake' protocol uses the datasets as given; it takes no sizes")
+        chosen = background if split == "train" else evaluation
+        return FewShotDataset(chosen.images, chosen.class_names, chosen.groups, name)
+    if background.images.shape[1:] != evaluation.images.shape[1:]:
+        raise ValueError(
+            f"cannot pool images of shape {tuple(background.images.shape[1:])} and "
+            f"{tuple(evaluation.images.shape[1:])}; load both at the same image_size"
+        )
+    n = background.n_classes + evaluation.n_classes
+    train, val, test = _protocol_sizes(protocol, n, sizes)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    start = {"train": 0, "val": train, "test": train + val}[split]
+    chosen = order[start : start + {"train": train, "val": val, "test": test}[split]]
+    pool = FewShotDataset(
+        torch.cat([background.images, evaluation.images.to(background.device)]),
+        background.class_names + evaluation.class_names,
+        background.groups + evaluation.groups,
+    ).select(chosen)
+    if protocol == "vinyals":
+        pool = with_rotations(pool)
+    return FewShotDataset(pool.images, pool.class_names, pool.groups, f"{name} (seed {seed})")

@@ -1,0 +1,126 @@
+"""Evaluation: mean accuracy over test episodes with a 95% confidence interval, and a classifier's
+loss and accuracy on a labelled set."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .common import model_device
+from .data.dataset import to_float
+
+#: The normal quantile behind a two-sided 95% confidence interval.
+Z_95 = 1.96
+
+
+@dataclass
+class Accuracy:
+    """Mean accuracy over ``n`` episodes and the half-width of its 95% confidence interval.
+
+    Attributes:
+        mean: mean of the per-episode accuracies, in ``[0, 1]``.
+        ci95: ``1.96 · std / √n`` (sample standard deviation), in the same units.
+        per_episode: the accuracy of every episode, shape ``(n,)``.
+    """
+
+    mean: float
+    ci95: float
+    per_episode: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.per_episode.numel()
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f}%"
+
+
+def confidence_interval(accuracies) -> Accuracy:
+    """Mean and 95% confidence half-width of per-episode accuracies (design: 1.96·σ/√n).
+
+    >>> str(confidence_interval([0.5, 0.7, 0.6, 0.6]))
+    '60.00 ± 8.00%'
+    """
+    values = torch.as_tensor(accuracies, dtype=torch.float64).flatten().cpu()
+    if values.numel() < 2:
+        raise ValueError(f"a confidence interval needs at least 2 episodes; got {values.numel()}")
+    return Accuracy(values.mean().item(), Z_95 * values.std().item() / math.sqrt(values.numel()), values)
+
+
+def evaluate(learner, episodes, *, batch_size: int | None = None, progress: bool = False, desc: str = "evaluating") -> Accuracy:
+    """Accuracy of ``learner`` on every episode of ``episodes``, ± 95% CI.
+
+    Args:
+        learner: any callable with the shared call shape
+            ``learner(support_x, support_y, query_x) -> logits`` of shape
+            ``(n_way * n_query, n_way)``; a module is put in eval mode and back.
+            It runs under ``torch.no_grad()``; a learner that adapts by gradient
+            (MAML) turns gradients back on inside itself.
+        episodes: an :class:`~fslearn.episodes.EpisodeSet` or any iterable of
+            single :class:`~fslearn.episodes.Episode` objects.
+        batch_size: give the learner this many episodes at once, stacked on a
+            leading task dimension (needs an :class:`~fslearn.EpisodeSet` and a
+            learner that takes task batches, as MAML and FineTune do; logits
+            ``(T, n_way * n_query, n_way)``).
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`Accuracy`.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size is not None:
+        if not hasattr(episodes, "batch"):
+            raise TypeError(f"batch_size needs an EpisodeSet (with .batch); got {type(episodes).__name__}")
+        episodes = [episodes.batch(start, min(start + batch_size, len(episodes))) for start in range(0, len(episodes), batch_size)]
+
+    was_training = getattr(learner, "training", None)
+    if was_training is not None:
+        learner.eval()
+    accuracies = []
+    try:
+        with torch.no_grad():
+            for episode in tqdm(episodes, desc=desc, disable=not progress, leave=False):
+                logits = learner(episode.support_x, episode.support_y, episode.query_x)
+                expected = (*episode.query_y.shape, episode.n_way)
+                if tuple(logits.shape) != expected:
+                    raise ValueError(
+                        f"the learner returned logits of shape {tuple(logits.shape)}; expected "
+                        f"({'T, ' if batch_size else ''}n_way * n_query, n_way) = {expected}"
+                    )
+                # Stays on the device: one host sync at the end, not one per episode.
+                accuracies.append((logits.argmax(-1) == episode.query_y).float().mean(-1).reshape(-1))
+    finally:
+        if was_training is not None:
+            learner.train(was_training)
+    return confidence_interval(torch.cat(accuracies))
+
+
+@torch.no_grad()
+def evaluate_classifier(model, x, y, *, batch_size: int = 1024, loss_fn=F.cross_entropy) -> dict:
+    """Mean loss and accuracy of ``model`` on ``(x, y)``, in eval mode, without gradients.
+
+    Args:
+        x: inputs of shape ``(N, ...)`` (uint8 images are scaled to ``[0, 1]``).
+        y: integer labels of shape ``(N,)``.
+        loss_fn: a mean-reduced loss ``loss_fn(logits, labels) -> scalar``.
+
+    Returns:
+        ``{"loss": float, "accuracy": float}``.
+    """
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    for start in range(0, len(x), batch_size):
+        xb = to_float(x[start : start + batch_size].to(device))
+        yb = y[start : start + batch_size].to(device)
+        logits = model(xb)
+        total_loss += loss_fn(logits, yb) * len(yb)
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    return {"loss": total_loss.item() / len(x), "accuracy": correct.item() / len(x)}

@@ -1,0 +1,216 @@
+"""Learners that adapt to each task by gradient steps on its support set.
+
+MAML and the fine-tuning baseline share everything but their starting point:
+a classifier ``model`` whose parameters are held as a dict, applied with
+:func:`torch.func.functional_call`, and adapted to a task by a few steps of
+plain gradient descent on the support loss, each step one :func:`torch.func.grad`.
+Batches of tasks (a leading ``T`` dimension) are processed together with
+:func:`torch.func.vmap`.
+
+BatchNorm under ``vmap`` cannot update running statistics, so a model adapted
+this way either normalises with per-task batch statistics
+(``track_running_stats=False``, what MAML's original code does) or is kept in
+eval mode with frozen running statistics (the pre-trained baseline).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from ..evaluation import confidence_interval
+from ..common import check_positive_int
+
+
+def check_head_and_body(model: nn.Module) -> None:
+    """Raise unless ``model`` has a ``backbone`` and a ``head`` (as :class:`~fslearn.Classifier` does)."""
+    if not (isinstance(getattr(model, "backbone", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module)):
+        raise ValueError(
+            f"adapting only the head needs a model with .backbone and .head modules; got {type(model).__name__}. "
+            "Wrap the network as fsl.Classifier(backbone, image_shape, n_way)"
+        )
+
+
+def _subdict(params: dict, prefix: str) -> dict:
+    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+
+
+def _n_way(model: nn.Module) -> int | None:
+    head = getattr(model, "head", None)
+    return getattr(head, "out_features", None)
+
+
+class GradientLearner(nn.Module):
+    """A classifier adapted to each task by ``steps`` gradient steps on its support set.
+
+    The shared call shape ``learner(support_x, support_y, query_x) -> logits``
+    takes one task (``support_x`` of shape ``(n_way * n_shot, C, H, W)``, logits
+    ``(n_way * n_query, n_way)``) or ``T`` tasks stacked on a leading dimension
+    (logits ``(T, n_way * n_query, n_way)``). Adaptation at test time needs no
+    second-order graph and runs even under ``torch.no_grad()``.
+
+    Args:
+        model: maps ``(B, C, H, W)`` images to ``(B, n_way)`` logits.
+        inner_lr: the step size α of the inner gradient descent.
+        test_steps: inner steps when the learner is called.
+        head_only: adapt only ``model.head`` and keep ``model.backbone`` fixed
+            (ANIL); the support and query features are then computed once per task.
+    """
+
+    def __init__(self, model: nn.Module, *, inner_lr: float, test_steps: int, head_only: bool = False):
+        super().__init__()
+        if not inner_lr > 0:
+            raise ValueError(f"inner_lr must be > 0; got {inner_lr}")
+        if test_steps != 0:
+            check_positive_int("test_steps", test_steps)
+        if head_only:
+            check_head_and_body(model)
+        self.model = model
+        self.inner_lr = float(inner_lr)
+        self.test_steps = test_steps
+        self.head_only = head_only
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The model's parameters by name: the starting point θ of every adaptation."""
+        return dict(self.model.named_parameters())
+
+    def _task_inputs(self, params: dict, support_x: torch.Tensor, query_x: torch.Tensor | None):
+        """What the inner loop differentiates: ``(fast params, apply, support input, query input)``."""
+        if not self.head_only:
+            return params, lambda p, x: functional_call(self.model, p, (x,)), support_x, query_x
+        body = _subdict(params, "backbone.")
+
+        def features(x):
+            return None if x is None else functional_call(self.model.backbone, body, (x,))
+
+        return _subdict(params, "head."), lambda p, x: functional_call(self.model.head, p, (x,)), features(support_x), features(query_x)
+
+    def _inner_loop(self, params, support_x, support_y, query_x, steps: int, *, first_order: bool, on_step=None):
+        """Adapt ``params`` to one task; returns ``(apply, fast params, query input)``.
+
+        ``on_step(i, apply, fast, query_input)`` is called before the first step and after
+        every step (``i = 0 … steps``), for per-step query losses.
+        """
+        fast, apply, support_in, query_in = self._task_inputs(params, support_x, query_x)
+
+        def support_loss(p):
+            return F.cross_entropy(apply(p, support_in), support_y)
+
+        gradient = grad(support_loss)
+        for step in range(steps):
+            if on_step is not None:
+                on_step(step, apply, fast, query_in)
+            grads = gradient(fast)
+            # First-order MAML: the update's own dependence on θ is dropped, so
+            # the meta-gradient flows only through the final query loss.
+            fast = {
+                name: value - self.inner_lr * (grads[name].detach() if first_order else grads[name])
+                for name, value in fast.items()
+            }
+        if on_step is not None:
+            on_step(steps, apply, fast, query_in)
+        return apply, fast, query_in
+
+    def _full_params(self, params: dict, fast: dict) -> dict:
+        if not self.head_only:
+            return fast
+        return {**params, **{f"head.{name}": value for name, value in fast.items()}}
+
+    def _check_task(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor | None = None):
+        batched = support_x.dim() == 5
+        if support_x.dim() not in (4, 5) or support_y.dim() != support_x.dim() - 3:
+            raise ValueError(
+                "support_x must be (n_way * n_shot, C, H, W) with support_y (n_way * n_shot,), or with a leading "
+                f"task dimension T; got support_x {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}"
+            )
+        if query_x is not None and query_x.dim() != support_x.dim():
+            raise ValueError(f"query_x has shape {tuple(query_x.shape)} but support_x has {tuple(support_x.shape)}")
+        n_way = _n_way(self.model)
+        if n_way is not None and int(support_y.max()) >= n_way:
+            raise ValueError(
+                f"the support labels go up to {int(support_y.max())} but the model's head has {n_way} outputs; "
+                f"build the model with n_way = {int(support_y.max()) + 1} outputs or sample {n_way}-way episodes"
+            )
+        return batched
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> dict[str, torch.Tensor]:
+        """Parameters adapted to one task by ``steps`` (default ``test_steps``) gradient steps.
+
+        Args:
+            support_x: ``(n_way * n_shot, C, H, W)``.
+            support_y: ``(n_way * n_shot,)`` labels in ``0 … n_way − 1``.
+
+        Returns:
+            A dict with every parameter of the model (detached), for :meth:`predict`.
+        """
+        steps = self.test_steps if steps is None else steps
+        if self._check_task(support_x, support_y):
+            raise ValueError(f"adapt takes one task; got support_x of shape {tuple(support_x.shape)}")
+        params = {name: value.detach() for name, value in self.params().items()}
+        _, fast, _ = self._inner_loop(params, support_x, support_y, None, steps, first_order=True)
+        return {name: value.detach() for name, value in self._full_params(params, fast).items()}
+
+    def predict(self, query_x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, n_way)`` of ``query_x`` ``(B, C, H, W)`` under ``params`` from :meth:`adapt`."""
+        return functional_call(self.model, params, (query_x,))
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Adapt on the support set, then classify the queries: ``(…, n_way * n_query, n_way)`` logits."""
+        return self._query_logits(support_x, support_y, query_x, steps, every_step=False)[-1]
+
+    def step_logits(self, support_x, support_y, query_x, steps: int | None = None) -> list[torch.Tensor]:
+        """Query logits after 0, 1, …, ``steps`` adaptation steps (``steps + 1`` tensors)."""
+        return self._query_logits(support_x, support_y, query_x, steps, every_step=True)
+
+    def _query_logits(self, support_x, support_y, query_x, steps, *, every_step: bool) -> list[torch.Tensor]:
+        steps = self.test_steps if steps is None else steps
+        batched = self._check_task(support_x, support_y, query_x)
+        params = {name: value.detach() for name, value in self.params().items()}
+
+        def task(sx, sy, qx):
+            logits = []
+
+            def record(_, apply, fast, query_in):
+                logits.append(apply(fast, query_in).detach())
+
+            apply, fast, query_in = self._inner_loop(
+                params, sx, sy, qx, steps, first_order=True, on_step=record if every_step else None
+            )
+            if not every_step:
+                logits.append(apply(fast, query_in).detach())
+            return torch.stack(logits)
+
+        out = (vmap(task) if batched else task)(support_x, support_y, query_x)
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(
+                f"adaptation diverged: query logits are not finite after {steps} steps with inner_lr={self.inner_lr}; "
+                "lower the learning rate, or check the images for NaN"
+            )
+        return list(out.unbind(1 if batched else 0))
+
+    @torch.no_grad()
+    def adaptation_curve(self, episodes, steps: int | None = None, *, batch_size: int = 50):
+        """Query accuracy ± 95% CI after 0, 1, …, ``steps`` adaptation steps.
+
+        Args:
+            episodes: an :class:`~fslearn.EpisodeSet` (tasks are adapted ``batch_size`` at a time).
+
+        Returns:
+            A list of ``steps + 1`` :class:`~fslearn.Accuracy`.
+        """
+        steps = self.test_steps if steps is None else steps
+        check_positive_int("batch_size", batch_size)
+        was_training = self.training
+        self.eval()
+        per_step = []
+        try:
+            for start in range(0, len(episodes), batch_size):
+                batch = episodes.batch(start, min(start + batch_size, len(episodes)))
+                logits = self.step_logits(batch.support_x, batch.support_y, batch.query_x, steps)
+                per_step.append(torch.stack([(lg.argmax(-1) == batch.query_y).float().mean(-1) for lg in logits]))
+        finally:
+            self.train(was_training)
+        accuracies = torch.cat(per_step, dim=1)  # (steps + 1, n_episodes)
+        return [confidence_interval(row) for row in accuracies]

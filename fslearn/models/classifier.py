@@ -1,0 +1,30 @@
+"""A backbone with a linear head: the classifier that pre-training, MAML and fine-tuning use."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..common import seeded
+
+
+class Classifier(nn.Module):
+    """A backbone followed by a linear layer: ``(B, C, H, W) → (B, n_classes)`` logits.
+
+    Args:
+        backbone: maps images to ``(B, D)`` embeddings and has ``embedding_dim(image_shape)``.
+        image_shape: ``(C, H, W)`` of the inputs, to size the linear layer.
+        n_classes: number of output classes.
+        seed: seed for the linear layer's initialisation.
+    """
+
+    def __init__(self, backbone: nn.Module, image_shape, n_classes: int, *, seed: int | None = None):
+        super().__init__()
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be ≥ 1; got {n_classes}")
+        self.backbone = backbone
+        with seeded(seed):
+            self.head = nn.Linear(backbone.embedding_dim(image_shape), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))

@@ -1,0 +1,68 @@
+"""Balanced pairs of images, half from one class and half from two: what a Siamese network trains on."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.dataset import FewShotDataset, to_float
+from .subsets import random_subsets
+
+
+class PairSampler:
+    """Draws pairs of images, exactly half from the same class and half from two classes.
+
+    Args:
+        dataset: the classes to draw from (the background split: pairs must
+            never show the evaluation classes); move it to the GPU first to
+            sample on the GPU.
+        seed: seeds the sampler's own generator (on the dataset's device).
+
+    Example:
+        >>> x1, x2, same = PairSampler(background, seed=0).sample(128)   # x1: (128, 1, 28, 28)
+    """
+
+    def __init__(self, dataset: FewShotDataset, *, seed: int = 0):
+        if dataset.n_classes < 2:
+            raise ValueError(
+                f"{dataset.name} has {dataset.n_classes} class; negative pairs need at least 2 classes"
+            )
+        if dataset.n_per_class < 2:
+            raise ValueError(
+                f"{dataset.name} has {dataset.n_per_class} image per class; positive pairs need two "
+                f"different images of a class, so at least 2 per class"
+            )
+        self.dataset = dataset
+        self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"PairSampler({self.dataset.n_classes} classes × {self.dataset.n_per_class} images on {self.dataset.device})"
+
+    def sample(self, n_pairs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n_pairs`` pairs in random order, half positive and half negative.
+
+        Returns:
+            ``(x1, x2, same)``: float images in ``[0, 1]`` of shape
+            ``(n_pairs, C, H, W)`` each, and ``same`` of shape ``(n_pairs,)``,
+            1.0 where the two images show the same class (two different
+            images of it) and 0.0 where they show two different classes.
+        """
+        if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or n_pairs < 2 or n_pairs % 2:
+            raise ValueError(
+                f"n_pairs must be a positive even integer (half positive, half negative pairs); got {n_pairs!r}"
+            )
+        half = n_pairs // 2
+        data, g = self.dataset, self.generator
+        device = data.device
+        # Positives: one class, two distinct images of it.
+        pos_class = torch.randint(data.n_classes, (half,), generator=g, device=device)
+        pos_inst = random_subsets((half,), data.n_per_class, 2, g, device)  # (half, 2)
+        # Negatives: two distinct classes, any image of each.
+        neg_class = random_subsets((half,), data.n_classes, 2, g, device)  # (half, 2)
+        neg_inst = torch.randint(data.n_per_class, (half, 2), generator=g, device=device)
+        classes = torch.cat([pos_class[:, None].expand(half, 2), neg_class])  # (n_pairs, 2)
+        instances = torch.cat([pos_inst, neg_inst])
+        same = torch.cat([torch.ones(half, device=device), torch.zeros(half, device=device)])
+        # Interleave positives and negatives so no batch slice is all of one kind.
+        order = torch.randperm(n_pairs, generator=g, device=device)
+        x = to_float(data.images[classes[order], instances[order]])  # (n_pairs, 2, C, H, W)
+        return x[:, 0], x[:, 1], same[order]

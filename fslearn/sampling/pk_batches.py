@@ -1,0 +1,65 @@
+"""Batches of P classes × K images: what triplet mining works on."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.dataset import FewShotDataset, to_float
+from .subsets import random_subsets
+
+
+class PKSampler:
+    """Draws batches of P classes × K images: the batches triplet mining works on.
+
+    Args:
+        dataset: the classes to draw from (the background split); move it to
+            the GPU first to sample on the GPU.
+        n_classes: P, classes per batch (at least 2: a triplet needs a negative).
+        n_per_class: K, images per class (at least 2: a triplet needs a positive).
+        seed: seeds the sampler's own generator (on the dataset's device).
+
+    Example:
+        >>> x, y = PKSampler(background, n_classes=16, n_per_class=4).sample()   # x: (64, 1, 28, 28)
+    """
+
+    def __init__(self, dataset: FewShotDataset, n_classes: int, n_per_class: int, *, seed: int = 0):
+        for name, value in (("n_classes", n_classes), ("n_per_class", n_per_class)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(
+                    f"{name} must be an integer ≥ 2 (a triplet needs a positive and a negative); got {value!r}"
+                )
+        if n_classes > dataset.n_classes:
+            raise ValueError(
+                f"n_classes={n_classes} but {dataset.name} has only {dataset.n_classes} classes; "
+                f"use n_classes ≤ {dataset.n_classes}"
+            )
+        if n_per_class > dataset.n_per_class:
+            raise ValueError(
+                f"n_per_class={n_per_class} but {dataset.name} has only {dataset.n_per_class} images per class; "
+                f"use n_per_class ≤ {dataset.n_per_class}"
+            )
+        self.dataset = dataset
+        self.n_classes, self.n_per_class = n_classes, n_per_class
+        self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
+
+    def __repr__(self) -> str:
+        return (
+            f"PKSampler({self.n_classes} classes × {self.n_per_class} images from "
+            f"{self.dataset.n_classes} classes on {self.dataset.device})"
+        )
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch.
+
+        Returns:
+            ``(x, y)``: float images in ``[0, 1]`` of shape
+            ``(n_classes * n_per_class, C, H, W)``, grouped by label, and labels
+            in ``0..n_classes-1`` (a random order of the drawn classes) of shape
+            ``(n_classes * n_per_class,)``.
+        """
+        device = self.dataset.device
+        classes = random_subsets((), self.dataset.n_classes, self.n_classes, self.generator, device)  # (P,)
+        instances = random_subsets((self.n_classes,), self.dataset.n_per_class, self.n_per_class, self.generator, device)
+        x = self.dataset.images[classes[:, None], instances].flatten(0, 1)  # (P, K, C, H, W) → (P*K, C, H, W)
+        y = torch.arange(self.n_classes, device=device).repeat_interleave(self.n_per_class)
+        return to_float(x), y

@@ -1,0 +1,233 @@
+"""Ordinary (non-episodic) training, with exact epoch / iteration / update counters.
+
+Vocabulary, as chapter 1 defines it: an *iteration* processes one batch; an
+*epoch* is one pass over all ``n_samples``; a *weight update* is one
+``optimizer.step()``. With ``accumulate=k`` gradients of ``k`` batches are summed
+before each update, so updates and iterations differ.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..common import check_positive_int, model_device, progress_bar
+from ..data.dataset import to_float
+from ..evaluation import evaluate_classifier
+
+
+def iterations_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches in one pass over ``n_samples``: ``ceil(N / B)``, or ``floor(N / B)`` with ``drop_last``.
+
+    >>> iterations_per_epoch(60_000, 100)
+    600
+    >>> iterations_per_epoch(1_000, 300), iterations_per_epoch(1_000, 300, drop_last=True)
+    (4, 3)
+    """
+    check_positive_int("n_samples", n_samples)
+    check_positive_int("batch_size", batch_size)
+    if drop_last and batch_size > n_samples:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {n_samples} samples, so drop_last=True "
+            f"would drop every batch; use a batch size ≤ {n_samples} or drop_last=False"
+        )
+    return n_samples // batch_size if drop_last else math.ceil(n_samples / batch_size)
+
+
+@dataclass
+class History:
+    """What :func:`fit` did, counted exactly, with per-iteration and per-epoch records.
+
+    Per-iteration lists (index ``i`` is iteration ``i + 1``): ``loss`` (the batch's
+    mean loss), ``time`` (seconds since the start, host clock), ``samples`` (samples
+    seen so far). ``epochs`` holds one dict per completed epoch with keys
+    ``epoch``, ``iterations``, ``updates``, ``train_loss``, ``time`` and, with validation data,
+    ``val_loss`` and ``val_accuracy``.
+    """
+
+    n_samples: int
+    batch_size: int
+    drop_last: bool
+    accumulate: int
+    iterations_per_epoch: int
+    samples_seen: int = 0
+    iterations: int = 0
+    updates: int = 0
+    epochs_completed: int = 0
+    loss: list[float] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> float:
+        """Passes over the data so far, fractional mid-epoch (iterations / iterations per epoch)."""
+        return self.iterations / self.iterations_per_epoch
+
+    def axis(self, x: str) -> list[float]:
+        """Per-iteration x values: ``"iteration"``, ``"epoch"``, ``"time"`` or ``"samples"``."""
+        if x == "iteration":
+            return list(range(1, self.iterations + 1))
+        if x == "epoch":
+            return [(i + 1) / self.iterations_per_epoch for i in range(self.iterations)]
+        if x == "time":
+            return self.time
+        if x == "samples":
+            return self.samples
+        raise ValueError(f"x must be 'iteration', 'epoch', 'time' or 'samples'; got {x!r}")
+
+    def epoch_values(self, key: str) -> list:
+        """One value per completed epoch, e.g. ``epoch_values("val_accuracy")``."""
+        if self.epochs and key not in self.epochs[0]:
+            raise KeyError(f"no per-epoch {key!r}; have {sorted(self.epochs[0])}")
+        return [record[key] for record in self.epochs]
+
+
+def fit(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    epochs: int | None = None,
+    iterations: int | None = None,
+    drop_last: bool = False,
+    shuffle: bool = True,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss_fn=F.cross_entropy,
+    accumulate: int = 1,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+    desc: str = "training",
+    checkpoint=None,
+) -> History:
+    """Train ``model`` on ``(x, y)`` with mini-batches and count what happened.
+
+    Batch gradient descent is ``batch_size=len(x)``, stochastic gradient descent
+    ``batch_size=1``, mini-batch gradient descent anything in between.
+
+    Args:
+        model: maps a batch ``(B, ...)`` to outputs that ``loss_fn`` compares with labels.
+        x: inputs of shape ``(N, ...)``; uint8 images are scaled to ``[0, 1]`` per batch.
+        y: targets of shape ``(N, ...)``.
+        batch_size: samples per iteration ``B``.
+        epochs: passes over the data; give this or ``iterations``.
+        iterations: batches to process in all (may stop mid-epoch).
+        drop_last: skip the last, smaller batch of each epoch.
+        shuffle: a new order every epoch (from ``seed``), else the given order.
+        optimizer: defaults to Adam with learning rate 1e-3.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        accumulate: batches per weight update; each batch's loss is divided by
+            ``accumulate``, so an update averages their gradients.
+        validation: ``(x_val, y_val)`` scored after every epoch.
+        seed: seeds the shuffling and every random op in the model (dropout),
+            without touching torch's global generator.
+        device: where to train; ``None`` means where the model is.
+        progress: show a progress bar (notebook or terminal).
+        checkpoint: a :class:`~fslearn.Checkpoint` saved every ``checkpoint.every``
+            epochs and at the end (the budget must be whole epochs); with
+            ``resume``, training continues from the saved epoch and ends with the
+            same weights as an uninterrupted run.
+
+    Returns:
+        A :class:`History`.
+
+    Raises:
+        FloatingPointError: when the loss becomes NaN or infinite.
+    """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("accumulate", accumulate)
+    if (epochs is None) == (iterations is None):
+        raise ValueError(f"give exactly one of epochs and iterations; got epochs={epochs}, iterations={iterations}")
+    if len(x) == 0:
+        raise ValueError("x is empty: there is nothing to train on")
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
+    device = model_device(model) if device is None else torch.device(device)
+    model.to(device)
+    n_samples = len(x)
+    per_epoch = iterations_per_epoch(n_samples, batch_size, drop_last)
+    total = (
+        check_positive_int("epochs", epochs) * per_epoch
+        if iterations is None
+        else check_positive_int("iterations", iterations)
+    )
+    x, y = x.to(device), y.to(device)
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    history = History(n_samples, batch_size, drop_last, accumulate, per_epoch)
+    if checkpoint is not None and total % per_epoch:
+        raise ValueError(
+            f"a checkpointed fit trains whole epochs; iterations={total} is not a multiple of the "
+            f"{per_epoch} iterations per epoch: pass epochs= instead"
+        )
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), progress_bar(total, desc, progress) as bar:
+        torch.manual_seed(seed)
+        if checkpoint is not None:
+            checkpoint.track(model=model, optimizer=optimizer, shuffle=generator)
+            checkpoint.restore(history, count="iterations", budget=total)
+            bar.update(history.iterations)
+        start_time = time.perf_counter() - (history.time[-1] if history.time else 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        while history.iterations < total:
+            order = (
+                torch.randperm(n_samples, generator=generator, device=device)
+                if shuffle
+                else torch.arange(n_samples, device=device)
+            )
+            steps = min(per_epoch, total - history.iterations)
+            batches = order.split(batch_size)[:steps]
+            # Losses stay on the device until the epoch ends: one host sync per epoch.
+            losses = []
+            model.train()
+            for step, index in enumerate(batches):
+                loss = loss_fn(model(to_float(x[index])), y[index])
+                (loss / accumulate).backward()
+                losses.append(loss.detach())
+                history.iterations += 1
+                history.samples_seen += index.shape[0]
+                last_of_epoch = step == per_epoch - 1
+                if (step + 1) % accumulate == 0 or last_of_epoch or history.iterations == total:
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    history.updates += 1
+                history.time.append(time.perf_counter() - start_time)
+                history.samples.append(history.samples_seen)
+                bar.update(1)
+            values = torch.stack(losses).tolist()
+            first_bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if first_bad is not None:
+                at = history.iterations - steps + first_bad + 1
+                lr = optimizer.param_groups[0].get("lr")
+                raise FloatingPointError(
+                    f"the loss became {values[first_bad]} at iteration {at} "
+                    f"(epoch {at / per_epoch:.2f}, batch_size={batch_size}, lr={lr}); "
+                    "lower the learning rate, check the inputs for NaN, or normalise them"
+                )
+            history.loss.extend(values)
+            if steps == per_epoch:
+                history.epochs_completed += 1
+                record = {
+                    "epoch": history.epochs_completed,
+                    "iterations": history.iterations,
+                    "updates": history.updates,
+                    "train_loss": sum(values) / len(values),
+                }
+                if validation is not None:
+                    metrics = evaluate_classifier(model, *validation, loss_fn=loss_fn)
+                    record.update(val_loss=metrics["loss"], val_accuracy=metrics["accuracy"])
+                record["time"] = time.perf_counter() - start_time
+                history.epochs.append(record)
+                bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))})
+                if checkpoint is not None and (
+                    history.epochs_completed % checkpoint.every == 0 or history.iterations == total
+                ):
+                    checkpoint.save(history)
+    return history

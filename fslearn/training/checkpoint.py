@@ -1,0 +1,228 @@
+"""Checkpoints: a training run's whole state in one file, written atomically, loaded without code.
+
+A checkpoint holds what is needed to continue a run exactly where it stopped —
+the weights, the optimizer's and the scheduler's state, every sampler's
+generator state, torch's generator state, the counters and the history — plus
+the *spec* that rebuilds the learner (method, backbone, way count, …) and the
+run's config. Everything in it is a tensor, a number, a string or a container
+of those, so ``torch.load(path, weights_only=True)`` reads it: loading a
+checkpoint never runs pickled code.
+
+A file is replaced only once its successor is complete on disk
+(:func:`~fslearn.atomic_path`), so a crash while saving leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ..common import atomic_path
+
+#: The ``format`` field of every checkpoint this version writes.
+FORMAT = "fslearn-checkpoint/1"
+
+#: Config fields that may change between a run and its resumption.
+RESUMABLE_CHANGES = frozenset({"steps", "epochs", "device", "progress", "resume", "out", "checkpoint_every"})
+
+
+def _state_of(obj):
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _load_state(obj, state) -> None:
+    if isinstance(obj, torch.Generator):
+        obj.set_state(state)
+    else:
+        obj.load_state_dict(state)
+
+
+def first_difference(saved: dict, current: dict, ignore=frozenset()) -> tuple[str, object, object] | None:
+    """The first field where two flat dicts differ, ``method`` before the rest (sorted): ``(field, saved, current)``."""
+    for key in sorted((set(saved) | set(current)) - set(ignore), key=lambda k: (k != "method", k)):
+        if saved.get(key) != current.get(key):
+            return key, saved.get(key), current.get(key)
+    return None
+
+
+def read_checkpoint(path) -> dict:
+    """Read a checkpoint written by fslearn, safely (``weights_only=True``) onto the CPU.
+
+    Returns:
+        A dict with ``format``, ``spec``, ``config``, ``state``, ``history``,
+        ``rng`` and ``versions``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is truncated, corrupt, or not an fslearn checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, … for a bad file
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {reason}). It may be truncated "
+            "or corrupt; fslearn replaces checkpoints atomically, so a file it wrote is whole — "
+            "check that this is the file you meant"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not an fslearn checkpoint (format {found!r}, expected {FORMAT!r})")
+    return payload
+
+
+class Checkpoint:
+    """Where a training run saves itself, how often, and whether it continues an earlier one.
+
+    Pass one to a recipe (``fsl.train_protonet(..., checkpoint=fsl.Checkpoint(path))``),
+    to :func:`~fslearn.train_steps` or to :func:`~fslearn.fit`. The recipe tells it
+    what to save with :meth:`track`; the loop calls :meth:`restore` before its
+    first step and :meth:`save` every ``every`` steps (epochs, for ``fit``) and at
+    the end.
+
+    Args:
+        path: the checkpoint file, e.g. ``runs/protonet/checkpoint.pt``.
+        every: save every this many steps (epochs for :func:`~fslearn.fit`).
+        resume: continue the run saved at ``path``. Without it an existing file is
+            an error rather than silently overwritten.
+        config: the run's settings (JSON-serialisable); a resumed run must have the
+            same, apart from those a resume may change (``RESUMABLE_CHANGES``:
+            ``steps``, ``epochs``, ``device``, ``progress``, ``checkpoint_every``,
+            ``out``), e.g. a longer ``steps``.
+        log: a JSON-lines file rewritten at every save with one record per step
+            (``step``, ``loss``, ``time`` and the step's metrics) and one per
+            validation (``"validation": true``).
+    """
+
+    def __init__(self, path, *, every: int = 500, resume: bool = False, config: dict | None = None, log=None):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer; got {every!r}")
+        self.path = Path(path).expanduser()
+        self.every = every
+        self.resume = resume
+        self.config = dict(config or {})
+        self.log = None if log is None else Path(log).expanduser()
+        self.spec: dict = {}
+        self.objects: dict = {}
+        if self.path.exists() and not resume:
+            raise FileExistsError(
+                f"{self.path} already exists: pass resume=True (--resume) to continue that run, "
+                "or choose another path (--out) for a new one"
+            )
+        if resume and not self.path.exists():
+            raise FileNotFoundError(f"cannot resume: there is no checkpoint at {self.path}")
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}, every={self.every}, resume={self.resume})"
+
+    def track(self, spec: dict | None = None, **objects) -> None:
+        """Say what the run is and what to save; later calls add to earlier ones.
+
+        The training loops track the model, the optimizer and the scheduler (and
+        :func:`~fslearn.fit` its shuffling generator); a recipe adds the spec and
+        its samplers' generators.
+
+        Args:
+            spec: how to rebuild the learner (see :func:`~fslearn.build_learner`).
+            objects: modules, optimizers, schedulers (anything with
+                ``state_dict`` / ``load_state_dict``) and ``torch.Generator``s, by
+                name; ``model`` is the learner.
+        """
+        if spec is not None:
+            self.spec = dict(spec)
+        self.objects.update({name: obj for name, obj in objects.items() if obj is not None})
+
+    def restore(self, history, *, count: str = "steps", budget: int | None = None) -> None:
+        """With ``resume``, load the saved state into the tracked objects and ``history`` (in place).
+
+        Also restores torch's generator state, so random ops inside the model
+        continue the same stream. Call inside the loop's ``fork_rng``.
+
+        Args:
+            history: the loop's fresh history, overwritten with the saved one.
+            count, budget: the history's counter of work done (``"steps"``,
+                ``"iterations"``) and the loop's total, which must not be behind it.
+
+        Raises:
+            ValueError: the checkpoint was saved by a different learner or run (the
+                message names the first field that differs), or it is past ``budget``.
+        """
+        if not self.resume:
+            return
+        payload = read_checkpoint(self.path)
+        difference = first_difference(payload["spec"], self.spec)
+        if difference is None:
+            difference = first_difference(payload["config"], self.config, RESUMABLE_CHANGES)
+        if difference is not None:
+            field, saved, current = difference
+            raise ValueError(
+                f"cannot resume from {self.path}: it was saved with {field}={saved!r} but this run has "
+                f"{field}={current!r}. Resume with the same settings, or start a new run elsewhere"
+            )
+        if type(history).__name__ != payload["history"]["type"]:
+            raise ValueError(f"{self.path} holds a {payload['history']['type']}, not a {type(history).__name__}")
+        missing = sorted(set(self.objects) - set(payload["state"]))
+        if missing:
+            raise ValueError(f"{self.path} has no saved state for {missing}; it was not written by this recipe")
+        for name, obj in self.objects.items():
+            _load_state(obj, payload["state"][name])
+        for field in dataclasses.fields(history):
+            setattr(history, field.name, payload["history"][field.name])
+        torch.set_rng_state(payload["rng"]["cpu"])
+        if payload["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(payload["rng"]["cuda"])
+        done = getattr(history, count)
+        if budget is not None and done > budget:
+            raise ValueError(
+                f"{self.path} is at {count}={done}, past this run's {count}={budget}; "
+                f"ask for a budget of at least {done} {count} to continue it"
+            )
+
+    def save(self, history) -> None:
+        """Write the tracked state, ``history`` and the generators' state, atomically."""
+        from .. import __version__
+
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink()  # left by a save that was killed; never a complete checkpoint
+        payload = {
+            "format": FORMAT,
+            "spec": self.spec,
+            "config": self.config,
+            "state": {name: _state_of(obj) for name, obj in self.objects.items()},
+            "history": {"type": type(history).__name__, **dataclasses.asdict(history)},
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+            },
+            "versions": {"fslearn": __version__, "torch": str(torch.__version__)},
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(payload, tmp)
+        if self.log is not None:
+            write_log(self.log, history)
+
+
+def history_records(history) -> list[dict]:
+    """One JSON-able dict per step of a :class:`~fslearn.StepHistory` (per iteration of a
+    :class:`~fslearn.History`), then one per validation or completed epoch."""
+    if hasattr(history, "steps"):
+        rows = [
+            {"step": i + 1, "loss": loss, "time": t, **{k: v[i] for k, v in history.metrics.items()}}
+            for i, (loss, t) in enumerate(zip(history.loss, history.time))
+        ]
+        return rows + [{"validation": True, **record} for record in history.validation]
+    rows = [{"iteration": i + 1, "loss": loss, "time": t} for i, (loss, t) in enumerate(zip(history.loss, history.time))]
+    return rows + [{"epoch_end": True, **record} for record in history.epochs]
+
+
+def write_log(path, history) -> None:
+    """Write :func:`history_records` to ``path`` as JSON lines, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in history_records(history)))

@@ -1,0 +1,113 @@
+"""Learners from a spec: what a checkpoint records so that the learner can be built again.
+
+A *spec* is a small JSON-able dict — the method, the image shape, the backbone's
+width and the method's own options — from which :func:`build_learner` builds the
+learner. The recipes build their learners this way and store the spec in their
+checkpoints; :func:`load_learner` reads a checkpoint back into a ready learner.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.classifier import Classifier
+from ..models.conv4 import Conv4
+from .checkpoint import read_checkpoint
+from ..methods.finetune import FineTune
+from ..methods.maml import MAML, maml_classifier
+from ..methods.prototypes import ProtoNet
+from ..methods.siamese import SiameseNet
+from ..methods.nearest_neighbour import NearestNeighbourLearner
+
+#: The ``method`` of every spec, with the options each one's spec adds to
+#: ``image_shape`` and ``hidden_channels``.
+SPEC_FIELDS = {
+    "protonet": ("distance",),
+    "siamese": ("head",),
+    "triplet": ("rule",),
+    "maml": ("n_way", "inner_lr", "inner_steps", "test_steps", "first_order", "anil"),
+    "pretrain": ("n_classes",),
+}
+
+
+def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
+    """A freshly initialised learner as ``spec`` describes it.
+
+    Args:
+        spec: ``{"method": one of SPEC_FIELDS, "image_shape": [C, H, W],
+            "hidden_channels": int, **the method's fields}``, e.g.
+            ``{"method": "protonet", "image_shape": [1, 28, 28], "hidden_channels": 64,
+            "distance": "euclidean"}``.
+        seed: seeds the initial weights.
+
+    Raises:
+        ValueError: an unknown method or a missing field (named).
+    """
+    method = spec.get("method")
+    if method not in SPEC_FIELDS:
+        raise ValueError(f"unknown method {method!r} in spec; expected one of {sorted(SPEC_FIELDS)}")
+    missing = [f for f in ("image_shape", "hidden_channels", *SPEC_FIELDS[method]) if f not in spec]
+    if missing:
+        raise ValueError(f"a {method} spec needs the fields {missing}; got {sorted(spec)}")
+    shape, hidden = tuple(spec["image_shape"]), spec["hidden_channels"]
+    if method == "maml":
+        model = maml_classifier(spec["n_way"], shape, hidden, seed=seed)
+        options = {k: spec[k] for k in SPEC_FIELDS["maml"][1:]}
+        return MAML(model, **options)
+    backbone = Conv4(shape[0], hidden, seed=seed)
+    if method == "protonet":
+        return ProtoNet(backbone, spec["distance"])
+    if method == "siamese":
+        return SiameseNet(backbone, backbone.embedding_dim(shape), spec["head"], seed=seed)
+    if method == "triplet":
+        return NearestNeighbourLearner(backbone, spec["rule"])
+    return Classifier(backbone, shape, spec["n_classes"], seed=seed)
+
+
+def load_learner(
+    path,
+    *,
+    n_way: int | None = None,
+    image_shape=None,
+    device=None,
+    finetune_lr: float = 0.5,
+    finetune_steps: int = 50,
+) -> nn.Module:
+    """The learner saved in a checkpoint, with its trained weights, in eval mode.
+
+    Args:
+        path: a checkpoint written by a recipe or ``fslearn train``.
+        n_way: the way count of the tasks it will classify. A MAML checkpoint's
+            head has a fixed way count, which must match; a pre-trained
+            classifier needs it to build the head that :class:`~fslearn.FineTune`
+            fits per task.
+        image_shape: the ``(C, H, W)`` of the images it will see, checked against
+            the checkpoint's.
+        device: where to put the learner (default CPU).
+        finetune_lr, finetune_steps: the per-task head fitting of a pre-trained
+            classifier (see :class:`~fslearn.FineTune`).
+
+    Raises:
+        ValueError: the checkpoint's learner cannot take such tasks or images; the
+            message names the field.
+    """
+    payload = read_checkpoint(path)
+    spec = payload["spec"]
+    if image_shape is not None and tuple(spec["image_shape"]) != tuple(image_shape):
+        raise ValueError(
+            f"{path} was trained on images of shape image_shape={tuple(spec['image_shape'])}, but these "
+            f"have {tuple(image_shape)}: evaluate it on the dataset it was trained for"
+        )
+    if spec["method"] == "maml" and n_way is not None and n_way != spec["n_way"]:
+        raise ValueError(
+            f"{path} is a MAML learner with a {spec['n_way']}-way head (n_way={spec['n_way']}); it cannot "
+            f"classify n_way={n_way} tasks. Evaluate with n_way={spec['n_way']}, or train with --n-way {n_way}"
+        )
+    learner = build_learner(spec)
+    learner.load_state_dict(payload["state"]["model"])
+    if spec["method"] == "pretrain":
+        if n_way is None:
+            raise ValueError(f"{path} is a pre-trained classifier: pass n_way= for the head fitted to each task")
+        learner = FineTune(learner.backbone, spec["image_shape"], n_way, lr=finetune_lr, steps=finetune_steps)
+    return learner.to(torch.device("cpu") if device is None else device).eval()
