@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .training.checkpoint import RESUMABLE_CHANGES, Checkpoint, first_difference, read_checkpoint
+from .training.checkpoint import Checkpoint, read_checkpoint
 from .data.catalog import DATASETS, load_dataset
 from .common import default_device
 from .sampling.episodes import EpisodeSet
@@ -43,9 +43,12 @@ class UsageError(Exception):
 
 
 def _dataset(name: str, split: str, *, method: str | None, root, device, progress: bool):
-    protocol = omniglot_protocol(method) if name == "omniglot" and method else "lake"
-    return load_dataset(name, split, protocol=protocol, root=root, download=name.startswith("omniglot"),
-                        progress=progress, device=device)
+    options = {}
+    if name == "omniglot":
+        options["protocol"] = omniglot_protocol(method) if method else "lake"
+    if name.startswith("omniglot"):
+        options["download"] = True
+    return load_dataset(name, split, root=root, progress=progress, device=device, **options)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -105,21 +108,16 @@ def train(args) -> int:
     config = {"method": method, "dataset": args.dataset, "recipe": args.recipe, "seed": args.seed,
               "device": str(device), "out": str(out)}
     run_config = {**config, **settings}
+    checkpoint = Checkpoint(path, every=args.checkpoint_every, resume=args.resume,
+                            log=out / "metrics.jsonl", config=run_config)
     if args.resume:  # before anything in --out changes
-        saved = read_checkpoint(path)["config"]
-        difference = first_difference({k: saved.get(k) for k in run_config}, run_config, RESUMABLE_CHANGES)
-        if difference:
-            field, was, now = difference
-            raise UsageError(f"cannot resume {out}: it was trained with {field}={was!r}, this command asks for "
-                             f"{field}={now!r}; repeat the original options (see {out / 'config.json'})")
+        checkpoint.check_resumable()
     progress = not args.no_progress
     train_set = _dataset(args.dataset, "train", method=method, root=args.data_root, device=device, progress=progress)
     print(f"{method} on {train_set.name} ({train_set.n_classes} classes) on {device}: "
           + ", ".join(f"{k}={v}" for k, v in settings.items()))
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "config.json", {**config, "settings": settings, "test": test_setting})
-    checkpoint = Checkpoint(path, every=args.checkpoint_every, resume=args.resume, log=out / "metrics.jsonl",
-                            config=run_config)
     start = time.perf_counter()
     function(train_set, **settings, seed=args.seed, device=device, progress=progress, checkpoint=checkpoint)
     seconds = time.perf_counter() - start

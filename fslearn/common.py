@@ -37,11 +37,11 @@ def seeded(seed: int | None):
         yield
 
 
-def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "it"):
+def progress_bar(total: int | None, desc: str, enabled: bool, *, unit: str = "it", leave: bool = True):
     """A tqdm bar: a notebook widget in Jupyter, text in a terminal; ``enabled=False`` hides it."""
     from tqdm.auto import tqdm  # imported on first use: tqdm.auto probes for Jupyter
 
-    return tqdm(total=total, desc=desc, disable=not enabled, unit=unit, leave=True)
+    return tqdm(total=total, desc=desc, disable=not enabled, unit=unit, leave=leave)
 
 
 def default_device() -> torch.device:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import model_device
+from .common import check_positive_int, model_device, progress_bar
 from .data.dataset import to_float
 
 #: The normal quantile behind a two-sided 95% confidence interval.
@@ -50,7 +50,20 @@ def confidence_interval(accuracies) -> Accuracy:
     return Accuracy(values.mean().item(), Z_95 * values.std().item() / math.sqrt(values.numel()), values)
 
 
-def evaluate(learner, episodes, *, batch_size: int | None = None, progress: bool = False, desc: str = "evaluating") -> Accuracy:
+def _batches(episodes, batch_size: int):
+    """Task batches of an EpisodeSet, built one at a time (never all of them at once)."""
+    for start in range(0, len(episodes), batch_size):
+        yield episodes.batch(start, min(start + batch_size, len(episodes)))
+
+
+def evaluate(
+    learner,
+    episodes,
+    *,
+    batch_size: int | None = None,
+    progress: bool = False,
+    desc: str = "evaluating",
+) -> Accuracy:
     """Accuracy of ``learner`` on every episode of ``episodes``, ± 95% CI.
 
     Args:
@@ -59,31 +72,48 @@ def evaluate(learner, episodes, *, batch_size: int | None = None, progress: bool
             ``(n_way * n_query, n_way)``; a module is put in eval mode and back.
             It runs under ``torch.no_grad()``; a learner that adapts by gradient
             (MAML) turns gradients back on inside itself.
-        episodes: an :class:`~fslearn.episodes.EpisodeSet` or any iterable of
-            single :class:`~fslearn.episodes.Episode` objects.
+        episodes: an :class:`~fslearn.EpisodeSet` or any finite iterable of
+            single :class:`~fslearn.Episode` objects (not an endless
+            :class:`~fslearn.EpisodeSampler`).
         batch_size: give the learner this many episodes at once, stacked on a
             leading task dimension (needs an :class:`~fslearn.EpisodeSet` and a
             learner that takes task batches, as MAML and FineTune do; logits
-            ``(T, n_way * n_query, n_way)``).
+            ``(T, n_way * n_query, n_way)``). Each batch is built when its turn
+            comes, so memory does not grow with the number of episodes.
         progress: show a progress bar.
 
     Returns:
         An :class:`Accuracy`.
-    """
-    from tqdm.auto import tqdm
 
+    Raises:
+        TypeError: ``episodes`` is endless, or ``batch_size`` without an EpisodeSet.
+        ValueError: no episodes, or logits of the wrong shape.
+    """
+    if hasattr(episodes, "sample") and not hasattr(episodes, "__len__"):
+        raise TypeError(
+            f"{type(episodes).__name__} draws episodes without end, so evaluate would never return; "
+            "evaluate on a fixed fsl.EpisodeSet(dataset, n_way, n_shot, n_query, n_episodes)"
+        )
+    total = len(episodes) if hasattr(episodes, "__len__") else None
+    if total == 0:
+        raise ValueError("there are no episodes to evaluate on: pass an EpisodeSet with n_episodes ≥ 2")
     if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
         if not hasattr(episodes, "batch"):
-            raise TypeError(f"batch_size needs an EpisodeSet (with .batch); got {type(episodes).__name__}")
-        episodes = [episodes.batch(start, min(start + batch_size, len(episodes))) for start in range(0, len(episodes), batch_size)]
+            raise TypeError(
+                f"batch_size needs an EpisodeSet (with .batch); got {type(episodes).__name__}"
+            )
+        episodes, total = _batches(episodes, batch_size), math.ceil(total / batch_size)
 
     was_training = getattr(learner, "training", None)
     if was_training is not None:
         learner.eval()
     accuracies = []
     try:
-        with torch.no_grad():
-            for episode in tqdm(episodes, desc=desc, disable=not progress, leave=False):
+        unit = "batch" if batch_size else "episode"
+        bar = progress_bar(total, desc, progress, unit=unit, leave=False)
+        with torch.no_grad(), bar:
+            for episode in episodes:
                 logits = learner(episode.support_x, episode.support_y, episode.query_x)
                 expected = (*episode.query_y.shape, episode.n_way)
                 if tuple(logits.shape) != expected:
@@ -93,9 +123,12 @@ def evaluate(learner, episodes, *, batch_size: int | None = None, progress: bool
                     )
                 # Stays on the device: one host sync at the end, not one per episode.
                 accuracies.append((logits.argmax(-1) == episode.query_y).float().mean(-1).reshape(-1))
+                bar.update(1)
     finally:
         if was_training is not None:
             learner.train(was_training)
+    if not accuracies:
+        raise ValueError("there are no episodes to evaluate on: the iterable was empty")
     return confidence_interval(torch.cat(accuracies))
 
 

@@ -47,6 +47,8 @@ def test_interrupted_and_resumed_run_ends_with_bit_identical_weights(method, dev
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
     assert resumed_history.loss == straight_history.loss
+    # Per-step metrics too (accuracy, active fraction, …): the resumed history holds every step.
+    assert getattr(resumed_history, "metrics", None) == getattr(straight_history, "metrics", None)
     saved = fsl.read_checkpoint(path)["state"]["model"]  # the file holds the finished run
     assert all(torch.equal(saved[name], got[name]) for name in got)
 

@@ -128,7 +128,7 @@ def test_resuming_with_other_options_changes_nothing(protonet_run):
     out, _ = protonet_run
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     fails("train", "protonet", *TINY, "--steps", 8, "--n-way", 6, "--out", out, "--resume",
-          match="trained with n_way=5, this command asks for n_way=6")
+          match="saved with n_way=5 but this run has n_way=6")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 

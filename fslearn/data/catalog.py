@@ -9,6 +9,13 @@ from .omniglot import load_omniglot, omniglot_split
 
 #: Names :func:`load_dataset` accepts.
 DATASETS = ("embedded", "omniglot", "omniglot-small", "miniimagenet")
+#: The options of :func:`load_dataset` each dataset takes, besides split, image size, progress, device.
+OPTIONS = {
+    "embedded": ("seed",),
+    "omniglot": ("protocol", "root", "download", "seed"),
+    "omniglot-small": ("root", "download"),
+    "miniimagenet": ("root",),
+}
 #: The alphabets of ``images_background_small2`` that ``images_background_small1`` lacks.
 SMALL2_ONLY_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 
@@ -22,11 +29,11 @@ def load_dataset(
     name: str,
     split: str = "train",
     *,
-    protocol: str = "lake",
+    protocol: str | None = None,
     root=None,
     image_size: int | None = None,
-    download: bool = False,
-    seed: int = 0,
+    download: bool | None = None,
+    seed: int | None = None,
     progress: bool = True,
     device=None,
 ) -> FewShotDataset:
@@ -46,20 +53,38 @@ def load_dataset(
     Args:
         name: one of :data:`DATASETS`.
         split: see the table.
-        protocol: for ``"omniglot"``: ``"lake"``, ``"vinyals"`` or ``"maml"``
+        protocol: for ``"omniglot"``: ``"lake"`` (default), ``"vinyals"`` or ``"maml"``
             (see :func:`~fslearn.omniglot_split`).
         root: where downloaded archives live (Omniglot), or the folder of a
             user-supplied copy (miniImageNet; required).
         image_size: 28 for characters and 84 for miniImageNet by default.
-        download: fetch missing Omniglot archives.
-        seed: the generation seed (embedded) or the split seed (Omniglot protocols).
+        download: fetch missing Omniglot archives (default: no).
+        seed: the generation seed (embedded, default 0) or the split seed of the
+            ``"vinyals"`` and ``"maml"`` Omniglot protocols (default 0).
         device: where to put the images.
+
+    An option a dataset does not take (:data:`OPTIONS`) is an error rather than
+    silently ignored, e.g. ``seed`` with ``"miniimagenet"``.
 
     Returns:
         A :class:`~fslearn.data.FewShotDataset`.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    given = {"protocol": protocol, "root": root, "download": download, "seed": seed}
+    given = {key: value for key, value in given.items() if value is not None}
+    unused = [key for key in given if key not in OPTIONS[name]]
+    if name == "omniglot" and protocol in (None, "lake") and seed is not None:
+        unused.append("seed")  # Lake's split is fixed: background vs evaluation alphabets
+    if unused:
+        listed = ", ".join(f"{key}={given[key]!r}" for key in unused)
+        raise ValueError(
+            f"{listed} does not apply to {name!r}, which takes {', '.join(OPTIONS[name])}"
+            f"{' (seed only with protocol vinyals or maml)' if name == 'omniglot' else ''}; leave it out"
+        )
+    protocol = protocol or "lake"
+    download = bool(download)
+    seed = 0 if seed is None else seed
     if name == "embedded":
         _check_split(name, split, ("train", "test"))
         return load_embedded(

@@ -9,15 +9,15 @@ before each update, so updates and iterations differ.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from ..common import check_positive_int, model_device, progress_bar
+from ..common import check_positive_int, model_device
 from ..data.dataset import to_float
 from ..evaluation import evaluate_classifier
+from .loop import run_loop
 
 
 def iterations_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
@@ -144,7 +144,9 @@ def fit(
     check_positive_int("batch_size", batch_size)
     check_positive_int("accumulate", accumulate)
     if (epochs is None) == (iterations is None):
-        raise ValueError(f"give exactly one of epochs and iterations; got epochs={epochs}, iterations={iterations}")
+        raise ValueError(
+            f"give exactly one of epochs and iterations; got epochs={epochs}, iterations={iterations}"
+        )
     if len(x) == 0:
         raise ValueError("x is empty: there is nothing to train on")
     if len(x) != len(y):
@@ -153,81 +155,80 @@ def fit(
     model.to(device)
     n_samples = len(x)
     per_epoch = iterations_per_epoch(n_samples, batch_size, drop_last)
-    total = (
-        check_positive_int("epochs", epochs) * per_epoch
-        if iterations is None
-        else check_positive_int("iterations", iterations)
-    )
-    x, y = x.to(device), y.to(device)
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    history = History(n_samples, batch_size, drop_last, accumulate, per_epoch)
+    if iterations is None:
+        total = check_positive_int("epochs", epochs) * per_epoch
+    else:
+        total = check_positive_int("iterations", iterations)
     if checkpoint is not None and total % per_epoch:
         raise ValueError(
             f"a checkpointed fit trains whole epochs; iterations={total} is not a multiple of the "
             f"{per_epoch} iterations per epoch: pass epochs= instead"
         )
-    rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices), progress_bar(total, desc, progress) as bar:
-        torch.manual_seed(seed)
-        if checkpoint is not None:
-            checkpoint.track(model=model, optimizer=optimizer, shuffle=generator)
-            checkpoint.restore(history, count="iterations", budget=total)
-            bar.update(history.iterations)
-        start_time = time.perf_counter() - (history.time[-1] if history.time else 0.0)
-        optimizer.zero_grad(set_to_none=True)
-        while history.iterations < total:
+    x, y = x.to(device), y.to(device)
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    history = History(n_samples, batch_size, drop_last, accumulate, per_epoch)
+    if checkpoint is not None:
+        checkpoint.track(model=model, optimizer=optimizer, shuffle=generator)
+    batches: list[torch.Tensor] = []
+
+    def step(i: int):
+        position = i % per_epoch
+        if position == 0:  # a new epoch, a new order (a resumed fit starts at an epoch's start)
             order = (
                 torch.randperm(n_samples, generator=generator, device=device)
                 if shuffle
                 else torch.arange(n_samples, device=device)
             )
-            steps = min(per_epoch, total - history.iterations)
-            batches = order.split(batch_size)[:steps]
-            # Losses stay on the device until the epoch ends: one host sync per epoch.
-            losses = []
-            model.train()
-            for step, index in enumerate(batches):
-                loss = loss_fn(model(to_float(x[index])), y[index])
-                (loss / accumulate).backward()
-                losses.append(loss.detach())
-                history.iterations += 1
-                history.samples_seen += index.shape[0]
-                last_of_epoch = step == per_epoch - 1
-                if (step + 1) % accumulate == 0 or last_of_epoch or history.iterations == total:
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    history.updates += 1
-                history.time.append(time.perf_counter() - start_time)
-                history.samples.append(history.samples_seen)
-                bar.update(1)
-            values = torch.stack(losses).tolist()
-            first_bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
-            if first_bad is not None:
-                at = history.iterations - steps + first_bad + 1
-                lr = optimizer.param_groups[0].get("lr")
-                raise FloatingPointError(
-                    f"the loss became {values[first_bad]} at iteration {at} "
-                    f"(epoch {at / per_epoch:.2f}, batch_size={batch_size}, lr={lr}); "
-                    "lower the learning rate, check the inputs for NaN, or normalise them"
-                )
-            history.loss.extend(values)
-            if steps == per_epoch:
-                history.epochs_completed += 1
-                record = {
-                    "epoch": history.epochs_completed,
-                    "iterations": history.iterations,
-                    "updates": history.updates,
-                    "train_loss": sum(values) / len(values),
-                }
-                if validation is not None:
-                    metrics = evaluate_classifier(model, *validation, loss_fn=loss_fn)
-                    record.update(val_loss=metrics["loss"], val_accuracy=metrics["accuracy"])
-                record["time"] = time.perf_counter() - start_time
-                history.epochs.append(record)
-                bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))})
-                if checkpoint is not None and (
-                    history.epochs_completed % checkpoint.every == 0 or history.iterations == total
-                ):
-                    checkpoint.save(history)
+            batches[:] = order.split(batch_size)
+        index = batches[position]
+        loss = loss_fn(model(to_float(x[index])), y[index])
+        (loss / accumulate).backward()
+        history.samples_seen += index.shape[0]
+        history.samples.append(history.samples_seen)
+        if (position + 1) % accumulate == 0 or position == per_epoch - 1 or i + 1 == total:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.updates += 1
+        return loss, {}
+
+    def after_flush(done: int, values: list[float], clock, bar) -> None:
+        if done % per_epoch:
+            return  # a budget in iterations may end mid-epoch
+        history.epochs_completed += 1
+        record = {
+            "epoch": history.epochs_completed,
+            "iterations": done,
+            "updates": history.updates,
+            "train_loss": sum(values) / len(values),
+        }
+        if validation is not None:
+            metrics = evaluate_classifier(model, *validation, loss_fn=loss_fn)
+            record.update(val_loss=metrics["loss"], val_accuracy=metrics["accuracy"])
+        record["time"] = clock()
+        history.epochs.append(record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))})
+
+    def describe(at: int) -> str:
+        lr = optimizer.param_groups[0].get("lr")
+        return f"iteration {at} (epoch {at / per_epoch:.2f}, batch_size={batch_size}, lr={lr})"
+
+    optimizer.zero_grad(set_to_none=True)
+    run_loop(
+        model,
+        history,
+        step,
+        total=total,
+        count="iterations",
+        seed=seed,
+        progress=progress,
+        desc=desc,
+        checkpoint=checkpoint,
+        # Losses stay on the device until the epoch ends: one host sync per epoch.
+        sync_every=per_epoch,
+        flush_due=lambda done: done % per_epoch == 0,
+        save_due=lambda done: done % per_epoch == 0 and (done // per_epoch) % checkpoint.every == 0,
+        after_flush=after_flush,
+        describe=describe,
+    )
     return history

@@ -139,6 +139,31 @@ class Checkpoint:
             self.spec = dict(spec)
         self.objects.update({name: obj for name, obj in objects.items() if obj is not None})
 
+    def check_resumable(self) -> dict:
+        """Read the saved run and raise unless this run may continue it; return what was read.
+
+        Compares the saved spec with this run's (once tracked) and the saved config with
+        every field this run's config has, except those a resume may change
+        (``RESUMABLE_CHANGES``). The command line calls it before it writes anything;
+        :meth:`restore` calls it again once the recipe has tracked everything.
+
+        Raises:
+            ValueError: naming the first field that differs, with both values.
+        """
+        payload = read_checkpoint(self.path)
+        saved_config = {key: payload["config"].get(key) for key in self.config}
+        difference = first_difference(payload["spec"], self.spec) if self.spec else None
+        if difference is None:
+            difference = first_difference(saved_config, self.config, RESUMABLE_CHANGES)
+        if difference is not None:
+            field, saved, current = difference
+            raise ValueError(
+                f"cannot resume from {self.path}: it was saved with {field}={saved!r} but this run "
+                f"has {field}={current!r}. Resume with the same settings (config.json beside a run "
+                "of the command line lists them), or start a new run elsewhere"
+            )
+        return payload
+
     def restore(self, history, *, count: str = "steps", budget: int | None = None) -> None:
         """With ``resume``, load the saved state into the tracked objects and ``history`` (in place).
 
@@ -156,16 +181,7 @@ class Checkpoint:
         """
         if not self.resume:
             return
-        payload = read_checkpoint(self.path)
-        difference = first_difference(payload["spec"], self.spec)
-        if difference is None:
-            difference = first_difference(payload["config"], self.config, RESUMABLE_CHANGES)
-        if difference is not None:
-            field, saved, current = difference
-            raise ValueError(
-                f"cannot resume from {self.path}: it was saved with {field}={saved!r} but this run has "
-                f"{field}={current!r}. Resume with the same settings, or start a new run elsewhere"
-            )
+        payload = self.check_resumable()
         if type(history).__name__ != payload["history"]["type"]:
             raise ValueError(f"{self.path} holds a {payload['history']['type']}, not a {type(history).__name__}")
         missing = sorted(set(self.objects) - set(payload["state"]))

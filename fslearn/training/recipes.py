@@ -2,8 +2,12 @@
 
 Each ``train_*`` function takes the training classes (and optionally validation
 episodes), builds the learner, trains it with :func:`~fslearn.train_steps`, and
-returns ``(learner, history)``. Defaults are the published Omniglot settings
-(design notes §5); pass smaller budgets for a CPU.
+returns ``(learner, history)``. Defaults are the published Omniglot settings (the
+papers and their numbers are listed in :mod:`fslearn.training.presets`); pass smaller
+budgets for a CPU. Every recipe is the same skeleton — :func:`_setup` builds the
+learner from its spec on the data's device, the method draws its own batches in a
+``step_loss``, and :func:`_run` trains it with :func:`~fslearn.train_steps` — so
+they differ only in what one step draws and what it minimises.
 """
 
 from __future__ import annotations
@@ -28,23 +32,36 @@ from ..methods.triplet import triplet_batch_loss
 from ..sampling.pk_batches import PKSampler
 
 
-def _spec(method: str, train: FewShotDataset, hidden_channels: int, **options) -> dict:
-    return {"method": method, "image_shape": list(train.image_shape), "hidden_channels": hidden_channels, **options}
+def _setup(method: str, train: FewShotDataset, hidden_channels: int, device, seed: int, **options):
+    """``(spec, learner, train)``: the learner built from its spec, and the data, on ``device``."""
+    device = train.device if device is None else torch.device(device)
+    train = train.to(device)
+    spec = {
+        "method": method,
+        "image_shape": list(train.image_shape),
+        "hidden_channels": hidden_channels,
+        **options,
+    }
+    return spec, build_learner(spec, seed=seed).to(device), train
 
 
-def _track(checkpoint: Checkpoint | None, spec: dict, train: FewShotDataset, config: dict, **generators) -> None:
+def _track(checkpoint: Checkpoint | None, spec: dict, train: FewShotDataset, config: dict, **generators):
     """Tell ``checkpoint`` the learner's spec, the recipe's settings and its samplers' generators."""
-    config = {"train_dataset": train.name, "train_classes": train.n_classes, **config}
     if checkpoint is not None:
-        checkpoint.config.update(config)
+        checkpoint.config.update(
+            {"train_dataset": train.name, "train_classes": train.n_classes, **config}
+        )
         checkpoint.track(spec, **generators)
 
 
-def _train(learner, step_loss, optimizer, *, val_episodes, eval_every, val_batch_size=None, **kwargs) -> StepHistory:
+def _run(
+    learner, step_loss, optimizer, *, val_episodes, eval_every, val_batch_size=None, **kwargs
+) -> StepHistory:
     """:func:`train_steps`, validating on ``val_episodes`` when given."""
     if val_episodes is not None:
         kwargs.update(
-            validate=lambda: evaluate(learner, val_episodes, batch_size=val_batch_size), eval_every=eval_every
+            validate=lambda: evaluate(learner, val_episodes, batch_size=val_batch_size),
+            eval_every=eval_every,
         )
     return train_steps(learner, step_loss, optimizer=optimizer, **kwargs)
 
@@ -89,15 +106,12 @@ def train_protonet(
     Returns:
         ``(protonet, history)``.
     """
-    device = train.device if device is None else torch.device(device)
-    train = train.to(device)
-    spec = _spec("protonet", train, hidden_channels, distance=distance)
-    learner = build_learner(spec, seed=seed).to(device)
+    spec, learner, train = _setup("protonet", train, hidden_channels, device, seed, distance=distance)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed)
-    _track(checkpoint, spec, train, dict(n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr,
-           halve_every=halve_every, seed=seed), sampler=sampler.generator)
+    config = dict(n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every)
+    _track(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
 
     def step_loss(_):
         episode = sampler.sample()
@@ -105,9 +119,10 @@ def train_protonet(
         accuracy = (logits.argmax(-1) == episode.query_y).float().mean()
         return F.cross_entropy(logits, episode.query_y), {"accuracy": accuracy}
 
-    history = _train(
-        learner, step_loss, optimizer, scheduler=scheduler, val_episodes=val_episodes, eval_every=eval_every,
-        steps=steps, seed=seed, progress=progress, desc=f"ProtoNet {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
+    history = _run(
+        learner, step_loss, optimizer, scheduler=scheduler, val_episodes=val_episodes,
+        eval_every=eval_every, steps=steps, seed=seed, progress=progress,
+        desc=f"ProtoNet {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
     )
     return learner, history
 
@@ -119,7 +134,7 @@ def train_siamese(
     n_pairs: int = 128,
     steps: int = 20_000,
     lr: float = 1e-3,
-    margin: float = 1.0,
+    margin: float | None = None,
     hidden_channels: int = 64,
     val_episodes=None,
     eval_every: int = 500,
@@ -135,7 +150,8 @@ def train_siamese(
     so that methods differ only in what they learn from, and the optimizer is
     Adam. ``head="koch"`` trains ``|f(x1) − f(x2)|`` → linear → sigmoid with binary
     cross-entropy; ``head="contrastive"`` trains the embedding distance with
-    :func:`~fslearn.contrastive_loss` (margin ``margin``).
+    :func:`~fslearn.contrastive_loss` (margin ``margin``, default 1; the Koch head has
+    no margin, and refuses one).
 
     Args:
         train: the training classes (on the device to train on).
@@ -147,13 +163,18 @@ def train_siamese(
         ``(siamese, history)``; ``history.metrics["pair_accuracy"]`` is the per-step
         accuracy of "same or different".
     """
-    device = train.device if device is None else torch.device(device)
-    train = train.to(device)
-    spec = _spec("siamese", train, hidden_channels, head=head)
-    learner = build_learner(spec, seed=seed).to(device)
+    if head == "koch" and margin is not None:
+        raise ValueError(
+            f"margin={margin} does not apply to head='koch', which trains with binary cross-entropy; "
+            "leave margin out, or use head='contrastive'"
+        )
+    margin = 1.0 if margin is None else margin
+    spec, learner, train = _setup("siamese", train, hidden_channels, device, seed, head=head)
     pairs = PairSampler(train, seed=seed)
-    _track(checkpoint, spec, train, dict(n_pairs=n_pairs, steps=steps, lr=lr, margin=margin, seed=seed),
-           pairs=pairs.generator)
+    config = dict(n_pairs=n_pairs, steps=steps, lr=lr, seed=seed)
+    if head == "contrastive":
+        config["margin"] = margin
+    _track(checkpoint, spec, train, config, pairs=pairs.generator)
 
     def step_loss(_):
         x1, x2, same = pairs.sample(n_pairs)
@@ -167,9 +188,10 @@ def train_siamese(
             predicted_same = distance < margin / 2
         return loss, {"pair_accuracy": (predicted_same == same.bool()).float().mean()}
 
-    history = _train(
+    history = _run(
         learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
-        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"Siamese ({head})", checkpoint=checkpoint,
+        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"Siamese ({head})",
+        checkpoint=checkpoint,
     )
     return learner, history
 
@@ -203,21 +225,19 @@ def train_triplet(
         ``(learner, history)``; ``history.metrics["active_fraction"]`` is the per-step
         fraction of mined triplets that still violate the margin.
     """
-    device = train.device if device is None else torch.device(device)
-    train = train.to(device)
-    spec = _spec("triplet", train, hidden_channels, rule=rule)
-    learner = build_learner(spec, seed=seed).to(device)
+    spec, learner, train = _setup("triplet", train, hidden_channels, device, seed, rule=rule)
     batches = PKSampler(train, n_classes, n_per_class, seed=seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    _track(checkpoint, spec, train, dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class,
-           margin=margin, steps=steps, lr=lr, seed=seed), batches=batches.generator, mining=generator)
+    generator = torch.Generator(device=train.device).manual_seed(seed)
+    config = dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class, margin=margin)
+    _track(checkpoint, spec, train, {**config, "steps": steps, "lr": lr, "seed": seed},
+           batches=batches.generator, mining=generator)
 
     def step_loss(_):
         x, y = batches.sample()
         loss, active = triplet_batch_loss(learner.backbone(x), y, strategy, margin, generator=generator)
         return loss, {"active_fraction": active}
 
-    history = _train(
+    history = _run(
         learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
         eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"triplet ({strategy})",
         checkpoint=checkpoint,
@@ -242,7 +262,7 @@ def train_maml(
     hidden_channels: int = 64,
     rotate: bool = True,
     step_weights=None,
-    record_steps: bool = True,
+    record_steps: bool = False,
     compile: bool = False,
     val_episodes=None,
     eval_every: int = 500,
@@ -275,16 +295,15 @@ def train_maml(
         ``(maml, history)``; ``history.metrics["accuracy"]`` is the query accuracy
         after adaptation of every meta-batch.
     """
-    device = train.device if device is None else torch.device(device)
-    train = train.to(device)
-    spec = _spec(
-        "maml", train, hidden_channels, n_way=n_way, inner_lr=inner_lr, inner_steps=inner_steps,
-        test_steps=test_steps, first_order=first_order, anil=anil,
+    spec, learner, train = _setup(
+        "maml", train, hidden_channels, device, seed, n_way=n_way, inner_lr=inner_lr,
+        inner_steps=inner_steps, test_steps=test_steps, first_order=first_order, anil=anil,
     )
-    learner = build_learner(spec, seed=seed).to(device)
+    device = train.device
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
-    _track(checkpoint, spec, train, dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr,
-           rotate=rotate, step_weights=None if step_weights is None else list(step_weights), seed=seed),
+    weights_list = None if step_weights is None else list(step_weights)
+    config = dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr)
+    _track(checkpoint, spec, train, {**config, "rotate": rotate, "step_weights": weights_list, "seed": seed},
            sampler=sampler.generator)
     weights = None if step_weights is None else torch.as_tensor(step_weights, dtype=torch.float32, device=device)
     meta_loss = learner.meta_loss
@@ -300,10 +319,10 @@ def train_maml(
         )
 
     kind = "ANIL" if anil else "first-order MAML" if first_order else "MAML"
-    history = _train(
-        learner, step_loss, optimizer, val_episodes=val_episodes, eval_every=eval_every, val_batch_size=meta_batch,
-        steps=steps, episodes_per_step=meta_batch, seed=seed, progress=progress,
-        desc=f"{kind} {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
+    history = _run(
+        learner, step_loss, optimizer, val_episodes=val_episodes, eval_every=eval_every,
+        val_batch_size=meta_batch, steps=steps, episodes_per_step=meta_batch, seed=seed,
+        progress=progress, desc=f"{kind} {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
     )
     return learner, history
 
@@ -330,10 +349,8 @@ def train_pretrained(
     Returns:
         ``(classifier, history)``.
     """
-    device = train.device if device is None else torch.device(device)
-    x, y = train.to(device).flat()
-    spec = _spec("pretrain", train, hidden_channels, n_classes=train.n_classes)
-    model = build_learner(spec, seed=seed).to(device)
+    spec, model, train = _setup("pretrain", train, hidden_channels, device, seed, n_classes=train.n_classes)
+    x, y = train.flat()
     _track(checkpoint, spec, train, dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
     history = fit(
         model, x, y, batch_size=batch_size, epochs=epochs, seed=seed, progress=progress,

@@ -9,13 +9,12 @@ method supplies ``step_loss``.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 
 import torch
 
-from ..common import check_positive_int, progress_bar
+from ..common import check_positive_int
+from .loop import run_loop
 
 
 @dataclass
@@ -118,77 +117,65 @@ def train_steps(
     check_positive_int("episodes_per_step", episodes_per_step)
     check_positive_int("sync_every", sync_every)
     if (validate is None) != (eval_every is None):
-        raise ValueError(f"give validate and eval_every together; got validate={validate!r}, eval_every={eval_every!r}")
+        raise ValueError(
+            f"give validate and eval_every together; got validate={validate!r}, eval_every={eval_every!r}"
+        )
     if eval_every is not None:
         check_positive_int("eval_every", eval_every)
     if steps_per_epoch is not None:
         check_positive_int("steps_per_epoch", steps_per_epoch)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     history = StepHistory(episodes_per_step, steps_per_epoch)
-    pending_loss: list[torch.Tensor] = []
-    pending_metrics: dict[str, list[torch.Tensor]] = {}
-    devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+    if checkpoint is not None:
+        checkpoint.track(model=model, optimizer=optimizer, scheduler=scheduler)
 
-    def flush():
-        values = torch.stack(pending_loss).tolist()
-        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
-        if bad is not None:
-            at = history.steps - len(values) + bad + 1
-            raise FloatingPointError(
-                f"the loss became {values[bad]} at step {at} (lr={optimizer.param_groups[0].get('lr')}); "
-                "lower the learning rate or check the data for NaN"
+    def validation_due(done: int) -> bool:
+        return eval_every is not None and (done % eval_every == 0 or done == steps)
+
+    def step(i: int):
+        out = step_loss(i)
+        loss, metrics = out if isinstance(out, tuple) else (out, {})
+        if not isinstance(metrics, dict):
+            raise TypeError(
+                f"step_loss must return a loss or (loss, {{name: tensor}}); got (loss, "
+                f"{type(metrics).__name__}). Name the extra value, e.g. return loss, {{'accuracy': accuracy}}"
             )
-        history.loss.extend(values)
-        for name, tensors in pending_metrics.items():
-            history.metrics.setdefault(name, []).extend(torch.stack(tensors).tolist())
-        pending_loss.clear()
-        pending_metrics.clear()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return loss, metrics
 
-    with torch.random.fork_rng(devices=devices), progress_bar(steps, desc, progress) as bar:
-        torch.manual_seed(seed)
-        if checkpoint is not None:
-            checkpoint.track(model=model, optimizer=optimizer, scheduler=scheduler)
-            checkpoint.restore(history, count="steps", budget=steps)
-            bar.update(history.steps)
-        start = time.perf_counter() - (history.time[-1] if history.time else 0.0)
-        for step in range(history.steps, steps):
-            model.train()
-            out = step_loss(step)
-            loss, metrics = out if isinstance(out, tuple) else (out, {})
-            if not isinstance(metrics, dict):
-                raise TypeError(
-                    f"step_loss must return a loss or (loss, {{name: tensor}}); got (loss, {type(metrics).__name__}). "
-                    "Name the extra value, e.g. return loss, {'accuracy': accuracy}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            history.steps += 1
-            history.time.append(time.perf_counter() - start)
-            pending_loss.append(loss.detach())
-            for name, value in metrics.items():
-                pending_metrics.setdefault(name, []).append(value.detach().float())
-            bar.update(1)
-            last = step == steps - 1
-            due = eval_every is not None and (history.steps % eval_every == 0 or last)
-            save = checkpoint is not None and (history.steps % checkpoint.every == 0 or last)
-            if len(pending_loss) >= sync_every or last or due or save:
-                flush()
-                bar.set_postfix(loss=round(history.loss[-1], 4))
-            if due:
-                accuracy = validate()
-                history.validation.append(
-                    {
-                        "step": history.steps,
-                        "episodes": history.episodes,
-                        "accuracy": accuracy.mean,
-                        "ci95": accuracy.ci95,
-                        "time": time.perf_counter() - start,
-                    }
-                )
-                bar.set_postfix(loss=round(history.loss[-1], 4), val=f"{100 * accuracy.mean:.1f}%")
-            if save:
-                checkpoint.save(history)
+    def after_flush(done: int, values: list[float], clock, bar) -> None:
+        if not validation_due(done):
+            return
+        accuracy = validate()
+        history.validation.append(
+            {
+                "step": done,
+                "episodes": history.episodes,
+                "accuracy": accuracy.mean,
+                "ci95": accuracy.ci95,
+                "time": clock(),
+            }
+        )
+        bar.set_postfix(loss=round(values[-1], 4), val=f"{100 * accuracy.mean:.1f}%")
+
+    run_loop(
+        model,
+        history,
+        step,
+        total=steps,
+        count="steps",
+        seed=seed,
+        progress=progress,
+        desc=desc,
+        checkpoint=checkpoint,
+        sync_every=sync_every,
+        flush_due=validation_due,
+        save_due=lambda done: done % checkpoint.every == 0,
+        after_flush=after_flush,
+        describe=lambda at: f"step {at} (lr={optimizer.param_groups[0].get('lr')})",
+    )
     return history

@@ -1,0 +1,112 @@
+"""The loop core that :func:`~fslearn.fit` and :func:`~fslearn.train_steps` share.
+
+Both loops call one function, :func:`run_loop`, with a ``step(i)`` that does the
+method's work for step (iteration) ``i``. The core does the rest, identically for
+both: seeding torch's generator for the random ops inside the model without
+touching the caller's, restoring a checkpoint and saving one, host clocks,
+progress bar, and collecting losses on the device and checking them for NaN once
+per ``sync_every`` steps. It holds no global state: everything it touches comes
+in as an argument, so that one loop can later run in several processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..common import progress_bar
+
+
+def _cuda_devices(model: torch.nn.Module) -> list[torch.device]:
+    """The model's CUDA device, whose generator :func:`torch.random.fork_rng` must also fork."""
+    return [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+
+
+def run_loop(
+    model: torch.nn.Module,
+    history,
+    step,
+    *,
+    total: int,
+    count: str,
+    seed: int,
+    progress: bool,
+    desc: str,
+    checkpoint=None,
+    sync_every: int,
+    flush_due=lambda done: False,
+    save_due=lambda done: False,
+    after_flush=None,
+    describe=lambda at: f"step {at}",
+) -> None:
+    """Run ``step(i)`` for ``i`` from the history's count to ``total - 1``, updating ``history``.
+
+    Args:
+        model: put in train mode before every step; its device decides which
+            generators are forked.
+        history: has ``loss`` and ``time`` lists, the counter ``count`` and
+            optionally a ``metrics`` dict of lists; updated in place.
+        step: ``step(i) -> (loss, {name: tensor})`` for step index ``i`` (from 0):
+            forward, backward and optimizer step; the loss is detached here.
+        total: steps in all; ``count``: the history's counter, ``"steps"`` or
+            ``"iterations"``, set to ``i + 1`` after step ``i``.
+        seed: seeds torch's generator (forked: the caller's is left as it was).
+        checkpoint: a :class:`~fslearn.Checkpoint` restored before the first step
+            and saved after every step for which ``save_due(done)`` holds, and after
+            the last; its tracked objects were given by the caller.
+        sync_every: copy losses to the host (and check them) at least this often.
+        flush_due: ``flush_due(done)`` — also copy after this step (e.g. an epoch's end).
+        after_flush: ``after_flush(done, values, clock, bar)`` after each copy, with the
+            copied losses, ``clock()`` (seconds since the start) and the progress bar:
+            epoch records, validation, postfixes.
+        describe: ``describe(at)`` names step ``at`` in the NaN error message.
+
+    Raises:
+        FloatingPointError: a loss was NaN or infinite; the message names the step.
+    """
+    pending_loss: list[torch.Tensor] = []
+    pending_metrics: dict[str, list[torch.Tensor]] = {}
+
+    def flush(done: int) -> list[float]:
+        values = torch.stack(pending_loss).tolist()
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise FloatingPointError(
+                f"the loss became {values[bad]} at {describe(done - len(values) + bad + 1)}; "
+                "lower the learning rate, check the inputs for NaN, or normalise them"
+            )
+        history.loss.extend(values)
+        for name, tensors in pending_metrics.items():  # history.metrics: restore replaces it
+            history.metrics.setdefault(name, []).extend(torch.stack(tensors).tolist())
+        pending_loss.clear()
+        pending_metrics.clear()
+        return values
+
+    with torch.random.fork_rng(devices=_cuda_devices(model)), progress_bar(total, desc, progress) as bar:
+        torch.manual_seed(seed)
+        if checkpoint is not None:
+            checkpoint.restore(history, count=count, budget=total)
+        first = getattr(history, count)
+        bar.update(first)
+        start = time.perf_counter() - (history.time[-1] if history.time else 0.0)
+        for i in range(first, total):
+            model.train()
+            loss, step_metrics = step(i)
+            done = i + 1
+            setattr(history, count, done)
+            history.time.append(time.perf_counter() - start)
+            pending_loss.append(loss.detach())
+            for name, value in step_metrics.items():
+                pending_metrics.setdefault(name, []).append(value.detach().float())
+            bar.update(1)
+            last = done == total
+            save = checkpoint is not None and (last or save_due(done))
+            if last or save or len(pending_loss) >= sync_every or flush_due(done):
+                values = flush(done)
+                bar.set_postfix(loss=round(values[-1], 4))
+                if after_flush is not None:
+                    after_flush(done, values, lambda: time.perf_counter() - start, bar)
+            if save:
+                checkpoint.save(history)
