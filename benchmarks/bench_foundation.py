@@ -35,7 +35,10 @@ def bench_generation(n_characters: int) -> list[tuple[str, float, str]]:
     """Rendering one character's 20 images at a time vs padded batches of many characters."""
     style = glyphs.make_alphabet_style(torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(1)
-    strokes = [glyphs.draw(glyphs.make_glyph(style, gen), embedded.N_DRAWERS, gen) for _ in range(n_characters)]
+    strokes = [
+        glyphs.draw(glyphs.make_glyph(style, gen), embedded.N_DRAWERS, gen)
+        for _ in range(n_characters)
+    ]
 
     def per_character():
         for segments, widths in strokes:
@@ -43,7 +46,9 @@ def bench_generation(n_characters: int) -> list[tuple[str, float, str]]:
 
     def padded_batch():
         n_seg = max(s.shape[1] for s, _ in strokes)
-        segments = torch.full((n_characters, embedded.N_DRAWERS, n_seg, 2, 2), 1e3, dtype=torch.float64)
+        segments = torch.full(
+            (n_characters, embedded.N_DRAWERS, n_seg, 2, 2), 1e3, dtype=torch.float64
+        )
         widths = torch.zeros(n_characters, embedded.N_DRAWERS, n_seg, dtype=torch.float64)
         for i, (s, w) in enumerate(strokes):
             segments[i, :, : s.shape[1]], widths[i, :, : w.shape[1]] = s, w
@@ -53,8 +58,16 @@ def bench_generation(n_characters: int) -> list[tuple[str, float, str]]:
     base = _timed(padded_batch, 3)
     whole = _timed(lambda: embedded.generate(seed=0))
     return [
-        (f"render {n_characters} characters × 20 drawers, per character (ms)", ours * 1e3, f"{base / ours:.1f}× faster"),
-        (f"render {n_characters} characters × 20 drawers, one padded batch (ms)", base * 1e3, "baseline"),
+        (
+            f"render {n_characters} characters × 20 drawers, per character (ms)",
+            ours * 1e3,
+            f"{base / ours:.1f}× faster",
+        ),
+        (
+            f"render {n_characters} characters × 20 drawers, one padded batch (ms)",
+            base * 1e3,
+            "baseline",
+        ),
         ("generate the whole embedded set, 28 px (s; budget 20 s)", whole, "drawing + rendering"),
     ]
 
@@ -75,8 +88,15 @@ def bench_fit(iterations: int) -> list[tuple[str, float, str]]:
 
     def library(progress):
         model = nn.Linear(20, 10)
-        fsl.fit(model, x, y, batch_size=100, iterations=iterations, progress=progress,
-                optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        fsl.fit(
+            model,
+            x,
+            y,
+            batch_size=100,
+            iterations=iterations,
+            progress=progress,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        )
 
     base = _timed(bare, 3) / iterations * 1e6
     quiet = _timed(lambda: library(False), 3) / iterations * 1e6
@@ -89,9 +109,13 @@ def bench_fit(iterations: int) -> list[tuple[str, float, str]]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--characters", type=int, default=64, help="characters in the rendering comparison")
+    parser.add_argument(
+        "--characters", type=int, default=64, help="characters in the rendering comparison"
+    )
     parser.add_argument("--iterations", type=int, default=600)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -35,25 +35,47 @@ from fslearn import bench
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default=str(fsl.default_device()))
-    parser.add_argument("--iterations", type=int, help="timed meta-iterations (default 50 on cuda, 5 on cpu)")
-    parser.add_argument("--meta-batch", type=int, help="override every setting's meta-batch (quick CPU runs)")
+    parser.add_argument(
+        "--iterations", type=int, help="timed meta-iterations (default 50 on cuda, 5 on cpu)"
+    )
+    parser.add_argument(
+        "--meta-batch", type=int, help="override every setting's meta-batch (quick CPU runs)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
-    parser.add_argument("--settings", nargs="+", default=list(bench.MAML_SETTINGS), choices=list(bench.MAML_SETTINGS))
-    parser.add_argument("--out", type=Path, help="write the rows and how they were made to this JSON file")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(bench.MAML_SETTINGS),
+        choices=list(bench.MAML_SETTINGS),
+    )
+    parser.add_argument(
+        "--out", type=Path, help="write the rows and how they were made to this JSON file"
+    )
     parser.add_argument("--notes", default="", help="free text stored with --out")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__} on {bench.device_name(device)}")
     rows = bench.maml_speed(
-        device, settings=args.settings, iterations=args.iterations, meta_batch=args.meta_batch,
-        compile=not args.no_compile, progress=True,
+        device,
+        settings=args.settings,
+        iterations=args.iterations,
+        meta_batch=args.meta_batch,
+        compile=not args.no_compile,
+        progress=True,
     )
     print(bench.format_table(rows, bench.MAML_COLUMNS))
     if args.out:
-        bench.write_results(args.out, rows, argv=["python", "benchmarks/bench_maml.py", *sys.argv[1:]],
-                            device=device, notes=args.notes)
+        bench.write_results(
+            args.out,
+            rows,
+            argv=["python", "benchmarks/bench_maml.py", *sys.argv[1:]],
+            device=device,
+            notes=args.notes,
+        )
         print(f"wrote {args.out}")
 
 

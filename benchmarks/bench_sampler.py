@@ -22,14 +22,25 @@ from fslearn import bench
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default=str(fsl.default_device()))
-    parser.add_argument("--tasks", type=int, default=32, help="episodes per batch (MAML's meta-batch)")
+    parser.add_argument(
+        "--tasks", type=int, default=32, help="episodes per batch (MAML's meta-batch)"
+    )
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__} on {bench.device_name(device)}; batches of {args.tasks} episodes from 964 classes")
-    print(bench.format_table(bench.sampler_speed(device, n_tasks=args.tasks, repeats=args.repeats), bench.SAMPLER_COLUMNS))
+    print(
+        f"torch {torch.__version__} on {bench.device_name(device)}; batches of {args.tasks} episodes from 964 classes"
+    )
+    print(
+        bench.format_table(
+            bench.sampler_speed(device, n_tasks=args.tasks, repeats=args.repeats),
+            bench.SAMPLER_COLUMNS,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,16 +26,22 @@ from fslearn.data.catalog import SMALL2_ONLY_ALPHABETS
 
 def load(dataset: str, zips: Path | None):
     if dataset == "embedded":
-        return fsl.load_embedded("background", progress=False), fsl.load_embedded("evaluation", progress=False)
+        return fsl.load_embedded("background", progress=False), fsl.load_embedded(
+            "evaluation", progress=False
+        )
     if zips is None:
-        raise SystemExit("--dataset omniglot-small needs --zips FOLDER with images_background_small{1,2}.zip")
+        raise SystemExit(
+            "--dataset omniglot-small needs --zips FOLDER with images_background_small{1,2}.zip"
+        )
     train = fsl.load_omniglot(path=zips / "images_background_small1.zip", progress=False)
     test = fsl.load_omniglot(path=zips / "images_background_small2.zip", progress=False)
     return train, test.select_groups(SMALL2_ONLY_ALPHABETS, name="small2 \\ small1")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", choices=("embedded", "omniglot-small"), default="embedded")
     parser.add_argument("--zips", type=Path, help="folder with images_background_small{1,2}.zip")
     parser.add_argument("--steps", type=int, default=300, help="training steps per method")
@@ -47,21 +53,34 @@ def main():
     train, test = load(args.dataset, args.zips)
     train, test = train.to(device), test.to(device)
     settings = {"5-way 1-shot": (5, 1), "20-way 1-shot": (20, 1)}
-    episodes = {name: fsl.EpisodeSet(test, n, k, 15, args.episodes, seed=0) for name, (n, k) in settings.items()}
+    episodes = {
+        name: fsl.EpisodeSet(test, n, k, 15, args.episodes, seed=0)
+        for name, (n, k) in settings.items()
+    }
     common = dict(steps=args.steps, hidden_channels=args.hidden, seed=0, progress=False)
     methods = {
         "pixel nearest prototype": lambda: (fsl.NearestPrototype(), None),
         "Siamese, Koch head": lambda: fsl.train_siamese(train, head="koch", n_pairs=64, **common),
-        "Siamese, contrastive": lambda: fsl.train_siamese(train, head="contrastive", n_pairs=64, **common),
-        "triplet, semi-hard": lambda: fsl.train_triplet(train, strategy="semi-hard", n_classes=16, **common),
-        "triplet, batch-hard": lambda: fsl.train_triplet(train, strategy="batch-hard", n_classes=16, **common),
-        "ProtoNet, Euclidean (20-way 5-shot)": lambda: fsl.train_protonet(train, n_way=20, n_shot=5, n_query=5, **common),
+        "Siamese, contrastive": lambda: fsl.train_siamese(
+            train, head="contrastive", n_pairs=64, **common
+        ),
+        "triplet, semi-hard": lambda: fsl.train_triplet(
+            train, strategy="semi-hard", n_classes=16, **common
+        ),
+        "triplet, batch-hard": lambda: fsl.train_triplet(
+            train, strategy="batch-hard", n_classes=16, **common
+        ),
+        "ProtoNet, Euclidean (20-way 5-shot)": lambda: fsl.train_protonet(
+            train, n_way=20, n_shot=5, n_query=5, **common
+        ),
         "ProtoNet, cosine (20-way 5-shot)": lambda: fsl.train_protonet(
             train, n_way=20, n_shot=5, n_query=5, distance="cosine", **common
         ),
     }
     print(f"torch {torch.__version__} on {device}; train: {train}; test: {test}")
-    print(f"{args.steps} steps per method, Conv4-{args.hidden}, {args.episodes} fixed test episodes per setting\n")
+    print(
+        f"{args.steps} steps per method, Conv4-{args.hidden}, {args.episodes} fixed test episodes per setting\n"
+    )
     print("| method | train s | " + " | ".join(settings) + " |")
     print("|---|---|" + "---|" * len(settings))
     for name, build in methods.items():

@@ -39,7 +39,13 @@ from .sampling.pk_batches import PKSampler
 from .training.batches import History, fit, iterations_per_epoch
 from .training.checkpoint import Checkpoint, read_checkpoint
 from .training.memory import activation_bytes
-from .training.recipes import train_maml, train_pretrained, train_protonet, train_siamese, train_triplet
+from .training.recipes import (
+    train_maml,
+    train_pretrained,
+    train_protonet,
+    train_siamese,
+    train_triplet,
+)
 from .training.specs import build_learner, load_learner
 from .training.steps import StepHistory, train_steps
 

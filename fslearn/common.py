@@ -37,7 +37,9 @@ def seeded(seed: int | None):
         yield
 
 
-def progress_bar(total: int | None, desc: str, enabled: bool, *, unit: str = "it", leave: bool = True):
+def progress_bar(
+    total: int | None, desc: str, enabled: bool, *, unit: str = "it", leave: bool = True
+):
     """A tqdm bar: a notebook widget in Jupyter, text in a terminal; ``enabled=False`` hides it."""
     from tqdm.auto import tqdm  # imported on first use: tqdm.auto probes for Jupyter
 
@@ -111,7 +113,9 @@ def cached(path: Path, build, *, enabled: bool = True) -> dict:
         try:
             return torch.load(path, weights_only=True)
         except Exception as error:  # torch raises many types for a bad file
-            warnings.warn(f"ignoring unreadable cache {path} ({error}); building it again", stacklevel=3)
+            warnings.warn(
+                f"ignoring unreadable cache {path} ({error}); building it again", stacklevel=3
+            )
     saved = build()
     if enabled:
         with atomic_path(path) as tmp:

@@ -47,7 +47,9 @@ def confidence_interval(accuracies) -> Accuracy:
     values = torch.as_tensor(accuracies, dtype=torch.float64).flatten().cpu()
     if values.numel() < 2:
         raise ValueError(f"a confidence interval needs at least 2 episodes; got {values.numel()}")
-    return Accuracy(values.mean().item(), Z_95 * values.std().item() / math.sqrt(values.numel()), values)
+    return Accuracy(
+        values.mean().item(), Z_95 * values.std().item() / math.sqrt(values.numel()), values
+    )
 
 
 def _batches(episodes, batch_size: int):
@@ -96,7 +98,9 @@ def evaluate(
         )
     total = len(episodes) if hasattr(episodes, "__len__") else None
     if total == 0:
-        raise ValueError("there are no episodes to evaluate on: pass an EpisodeSet with n_episodes ≥ 2")
+        raise ValueError(
+            "there are no episodes to evaluate on: pass an EpisodeSet with n_episodes ≥ 2"
+        )
     if batch_size is not None:
         check_positive_int("batch_size", batch_size)
         if not hasattr(episodes, "batch"):
@@ -122,7 +126,9 @@ def evaluate(
                         f"({'T, ' if batch_size else ''}n_way * n_query, n_way) = {expected}"
                     )
                 # Stays on the device: one host sync at the end, not one per episode.
-                accuracies.append((logits.argmax(-1) == episode.query_y).float().mean(-1).reshape(-1))
+                accuracies.append(
+                    (logits.argmax(-1) == episode.query_y).float().mean(-1).reshape(-1)
+                )
                 bar.update(1)
     finally:
         if was_training is not None:

@@ -65,12 +65,20 @@ def plot_history(histories, x: str = "iteration", *, ax=None, smooth: int = 1, l
     return ax
 
 
-def plot_epochs(history: History, keys=("train_loss", "val_loss"), *, ax=None, label_prefix: str = ""):
+def plot_epochs(
+    history: History, keys=("train_loss", "val_loss"), *, ax=None, label_prefix: str = ""
+):
     """Per-epoch records (e.g. training vs validation loss) against the epoch number."""
     ax = _axes(ax)
     epochs = history.epoch_values("epoch")
     for key in keys:
-        ax.plot(epochs, history.epoch_values(key), marker="o", markersize=3, label=f"{label_prefix}{key}")
+        ax.plot(
+            epochs,
+            history.epoch_values(key),
+            marker="o",
+            markersize=3,
+            label=f"{label_prefix}{key}",
+        )
     ax.set_xlabel("epoch")
     ax.legend()
     return ax
@@ -91,7 +99,9 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> t
     if images.dim() == 3:
         images = images.unsqueeze(1)
     if images.dim() != 4 or len(images) == 0:
-        raise ValueError(f"images must have shape (N, C, H, W) or (N, H, W) with N ≥ 1; got {tuple(images.shape)}")
+        raise ValueError(
+            f"images must have shape (N, C, H, W) or (N, H, W) with N ≥ 1; got {tuple(images.shape)}"
+        )
     images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     n, c, h, w = images.shape
     nrow = nrow or max(1, round(n**0.5))
@@ -99,11 +109,20 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> t
     grid = torch.zeros(rows * (h + pad) - pad, nrow * (w + pad) - pad, c)
     for i, image in enumerate(images):
         r, col = divmod(i, nrow)
-        grid[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = image.permute(1, 2, 0)
+        grid[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = (
+            image.permute(1, 2, 0)
+        )
     return grid
 
 
-def show_images(images: torch.Tensor, nrow: int | None = None, *, ax=None, title: str | None = None, ink: bool = True):
+def show_images(
+    images: torch.Tensor,
+    nrow: int | None = None,
+    *,
+    ax=None,
+    title: str | None = None,
+    ink: bool = True,
+):
     """Show a batch of images as a grid; ``ink=True`` draws ink (high values) dark on white."""
     grid = image_grid(images, nrow).numpy()
     ax = _axes(ax)
@@ -132,13 +151,25 @@ def project_2d(embeddings: torch.Tensor, method: str = "pca", seed: int = 0) -> 
         try:
             from sklearn.manifold import TSNE
         except ImportError as error:
-            raise ImportError("method='tsne' needs scikit-learn: pip install scikit-learn") from error
+            raise ImportError(
+                "method='tsne' needs scikit-learn: pip install scikit-learn"
+            ) from error
         perplexity = min(30.0, (len(x) - 1) / 3)
-        return torch.from_numpy(TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(x.numpy())).float()
+        return torch.from_numpy(
+            TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(x.numpy())
+        ).float()
     raise ValueError(f"method must be 'pca' or 'tsne'; got {method!r}")
 
 
-def plot_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, *, method: str = "pca", ax=None, title: str | None = None, seed: int = 0):
+def plot_embeddings(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    method: str = "pca",
+    ax=None,
+    title: str | None = None,
+    seed: int = 0,
+):
     """Scatter embeddings ``(n, D)`` projected to 2-D, coloured by ``labels`` ``(n,)``."""
     points = project_2d(embeddings, method, seed).numpy()
     ax = _axes(ax)

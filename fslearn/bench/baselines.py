@@ -49,7 +49,9 @@ def per_task_meta_loss(
             loss = F.cross_entropy(functional_call(model, fast, (support_x[t],)), support_y[t])
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
             fast = {name: value - inner_lr * g for (name, value), g in zip(fast.items(), grads)}
-        query_loss = F.cross_entropy(functional_call(model, fast, (query_x[t],)), query_y[t]) / n_tasks
+        query_loss = (
+            F.cross_entropy(functional_call(model, fast, (query_x[t],)), query_y[t]) / n_tasks
+        )
         if backward:
             query_loss.backward()
             query_loss = query_loss.detach()
@@ -77,12 +79,19 @@ def collate_episode(n_way: int, n_shot: int):
         _, labels = torch.unique(torch.stack([label for _, label in batch]), return_inverse=True)
         x, y = images.view(n_way, -1, *images.shape[1:]), labels.view(n_way, -1)
         support, query = (x[:, :n_shot], y[:, :n_shot]), (x[:, n_shot:], y[:, n_shot:])
-        return support[0].flatten(0, 1), support[1].flatten(), query[0].flatten(0, 1), query[1].flatten()
+        return (
+            support[0].flatten(0, 1),
+            support[1].flatten(),
+            query[0].flatten(0, 1),
+            query[1].flatten(),
+        )
 
     return collate
 
 
-def dataloader_episodes(dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int, *, seed: int = 0):
+def dataloader_episodes(
+    dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int, *, seed: int = 0
+):
     """An endless iterator of ``(support_x, support_y, query_x, query_y)`` built on the host.
 
     A ``Dataset`` of single (image, label) pairs, a batch sampler that yields one
@@ -92,6 +101,8 @@ def dataloader_episodes(dataset: FewShotDataset, n_way: int, n_shot: int, n_quer
     images, labels = dataset.flat(float_images=False)
     indices = episode_indices(dataset, n_way, n_shot + n_query, seed=seed)
     loader = DataLoader(
-        TensorDataset(images, labels), batch_sampler=indices, collate_fn=collate_episode(n_way, n_shot)
+        TensorDataset(images, labels),
+        batch_sampler=indices,
+        collate_fn=collate_episode(n_way, n_shot),
     )
     return iter(loader)

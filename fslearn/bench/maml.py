@@ -18,11 +18,18 @@ _MINI = maml_paper_settings("miniimagenet", N_WAY, N_SHOT)
 #: The benchmark's settings: the paper's (:data:`~fslearn.training.presets.MAML_PAPER`) on
 #: images of Omniglot's and miniImageNet's shapes, and Omniglot's with 5 inner steps.
 MAML_SETTINGS = {
-    "omniglot-1": dict(name="Omniglot Conv4-64 28px", image_shape=(1, 28, 28), n_classes=964, **_OMNIGLOT),
-    "omniglot-5": dict(
-        name="Omniglot Conv4-64 28px", image_shape=(1, 28, 28), n_classes=964, **{**_OMNIGLOT, "inner_steps": 5}
+    "omniglot-1": dict(
+        name="Omniglot Conv4-64 28px", image_shape=(1, 28, 28), n_classes=964, **_OMNIGLOT
     ),
-    "miniimagenet-5": dict(name="miniImageNet Conv4-32 84px", image_shape=(3, 84, 84), n_classes=64, **_MINI),
+    "omniglot-5": dict(
+        name="Omniglot Conv4-64 28px",
+        image_shape=(1, 28, 28),
+        n_classes=964,
+        **{**_OMNIGLOT, "inner_steps": 5},
+    ),
+    "miniimagenet-5": dict(
+        name="miniImageNet Conv4-32 84px", image_shape=(3, 84, 84), n_classes=64, **_MINI
+    ),
 }
 # Synthetic classes have Omniglot's 20 images each: sampling cost hardly depends on
 # it, and it keeps miniImageNet's data small.
@@ -57,15 +64,25 @@ def _meta_iteration(implementation: str, spec: dict, dataset: FewShotDataset, me
     sampler = EpisodeSampler(dataset, N_WAY, N_SHOT, N_QUERY, seed=0, rotate=spec["rotate"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
     if implementation == BASELINE:
+
         def loss_backward(tasks):  # per_task_meta_loss calls backward task by task itself
-            per_task_meta_loss(model, tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
-                               inner_lr=spec["inner_lr"], steps=spec["inner_steps"])
+            per_task_meta_loss(
+                model,
+                tasks.support_x,
+                tasks.support_y,
+                tasks.query_x,
+                tasks.query_y,
+                inner_lr=spec["inner_lr"],
+                steps=spec["inner_steps"],
+            )
     else:
         learner = MAML(model, inner_lr=spec["inner_lr"], inner_steps=spec["inner_steps"])
         meta_loss = learner.meta_loss
         if implementation == COMPILED:
             torch.compiler.reset()  # forget earlier compilations, so the first iteration pays in full
-            meta_loss = torch.compile(meta_loss, mode="reduce-overhead" if device.type == "cuda" else "default")
+            meta_loss = torch.compile(
+                meta_loss, mode="reduce-overhead" if device.type == "cuda" else "default"
+            )
 
         def loss_backward(tasks):
             meta_loss(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)[0].backward()
@@ -78,8 +95,14 @@ def _meta_iteration(implementation: str, spec: dict, dataset: FewShotDataset, me
     return step
 
 
-def _time_one(setting: str, implementation: str, spec: dict, dataset: FewShotDataset, meta_batch: int,
-              iterations: int) -> dict:
+def _time_one(
+    setting: str,
+    implementation: str,
+    spec: dict,
+    dataset: FewShotDataset,
+    meta_batch: int,
+    iterations: int,
+) -> dict:
     """One row (without ``speedup``): the first iteration timed alone, untimed warm-ups, then ``iterations`` timed."""
     device = dataset.device
     if device.type == "cuda":
@@ -92,9 +115,15 @@ def _time_one(setting: str, implementation: str, spec: dict, dataset: FewShotDat
         step()
     seconds = seconds_per_call(step, device, iterations)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return dict(setting=setting, implementation=implementation, inner_steps=spec["inner_steps"],
-                meta_iterations_per_s=round(1 / seconds, 4), ms_per_iteration=round(seconds * 1e3, 2),
-                first_iteration_s=round(first, 3), peak_memory_mb=None if peak is None else round(peak, 1))
+    return dict(
+        setting=setting,
+        implementation=implementation,
+        inner_steps=spec["inner_steps"],
+        meta_iterations_per_s=round(1 / seconds, 4),
+        ms_per_iteration=round(seconds * 1e3, 2),
+        first_iteration_s=round(first, 3),
+        peak_memory_mb=None if peak is None else round(peak, 1),
+    )
 
 
 def maml_speed(
@@ -148,7 +177,9 @@ def maml_speed(
             for implementation in implementations:
                 bar.set_postfix_str(f"{key}: {implementation}")
                 rows.append(_time_one(name, implementation, spec, dataset, batch, iterations))
-                rows[-1]["speedup"] = round(rows[first_row]["ms_per_iteration"] / rows[-1]["ms_per_iteration"], 2)
+                rows[-1]["speedup"] = round(
+                    rows[first_row]["ms_per_iteration"] / rows[-1]["ms_per_iteration"], 2
+                )
                 bar.update()
     bar.close()
     return rows

@@ -19,15 +19,28 @@ RESULTS_FILE = "results/maml_speed.json"
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """A Markdown table of ``rows``: one column per ``(key, header, format string)``; ``None`` prints as "—"."""
     headers = [header for _, header, _ in columns]
-    cells = [["—" if row[key] is None else fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
-    widths = [max([len(header)] + [len(line[i]) for line in cells]) for i, header in enumerate(headers)]
+    cells = [
+        ["—" if row[key] is None else fmt.format(row[key]) for key, _, fmt in columns]
+        for row in rows
+    ]
+    widths = [
+        max([len(header)] + [len(line[i]) for line in cells]) for i, header in enumerate(headers)
+    ]
     # Text columns read best left-aligned, numbers right-aligned so their digits line up.
     left = [bool(rows) and isinstance(rows[0][key], str) for key, _, _ in columns]
 
     def line(values):
-        return "| " + " | ".join(v.ljust(w) if l else v.rjust(w) for v, w, l in zip(values, widths, left)) + " |"
+        return (
+            "| "
+            + " | ".join(v.ljust(w) if l else v.rjust(w) for v, w, l in zip(values, widths, left))
+            + " |"
+        )
 
-    rule = "|" + "|".join("-" * (w + 2) if l else "-" * (w + 1) + ":" for w, l in zip(widths, left)) + "|"
+    rule = (
+        "|"
+        + "|".join("-" * (w + 2) if l else "-" * (w + 1) + ":" for w, l in zip(widths, left))
+        + "|"
+    )
     return "\n".join([line(headers), rule, *map(line, cells)])
 
 
@@ -49,8 +62,14 @@ def command_line(argv: list[str]) -> str:
 
 def results_record(rows: list[dict], *, command: str, device, notes: str) -> dict:
     """The results file's content: the rows with the command, date, device and torch version behind them."""
-    return {"command": command, "date": datetime.date.today().isoformat(), "device": device_name(device),
-            "torch": torch.__version__, "notes": notes, "rows": rows}
+    return {
+        "command": command,
+        "date": datetime.date.today().isoformat(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "notes": notes,
+        "rows": rows,
+    }
 
 
 def write_results(path, rows: list[dict], *, argv: list[str], device, notes: str) -> dict:

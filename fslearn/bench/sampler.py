@@ -21,7 +21,9 @@ SAMPLER_COLUMNS = [
 SHAPES = [(5, 1, 15), (5, 5, 15), (20, 1, 15), (20, 5, 5)]
 
 
-def sampler_speed(device=None, *, n_tasks: int = 32, repeats: int = 20, progress: bool = False) -> list[dict]:
+def sampler_speed(
+    device=None, *, n_tasks: int = 32, repeats: int = 20, progress: bool = False
+) -> list[dict]:
     """Milliseconds per batch of ``n_tasks`` episodes: EpisodeSampler vs DataLoader + TaskSampler.
 
     Both draw from the embedded background set (964 classes). fslearn samples with

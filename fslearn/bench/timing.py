@@ -17,7 +17,11 @@ def sync(device: torch.device) -> None:
 def device_name(device) -> str:
     """The GPU's name, or ``"CPU, N threads"``."""
     device = torch.device(device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
 
 
 def seconds_per_call(fn, device: torch.device, repeats: int) -> float:

@@ -34,7 +34,9 @@ def fetch(url: str, dest: Path, progress: bool = True) -> None:
         with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as file:
             total = int(response.headers.get("Content-Length") or 0) or None
             name = url.rsplit("/", 1)[-1]
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=name, disable=not progress, leave=False
+            ) as bar:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     file.write(chunk)
                     bar.update(len(chunk))
@@ -60,7 +62,9 @@ def open_zip(path: Path) -> zipfile.ZipFile:
 def open_source(path: Path):
     """Yield ``(names, read)`` for a zip or a folder: file paths (POSIX, relative) and a reader."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass the path of a zip or of an extracted folder")
+        raise FileNotFoundError(
+            f"{path} does not exist; pass the path of a zip or of an extracted folder"
+        )
     if path.is_dir():
         names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
         yield names, lambda name: (path / name).read_bytes()
@@ -115,7 +119,9 @@ def extract_zip(archive, target, progress: bool = True) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
         try:
-            for member in tqdm(members, desc=f"extracting {archive.name}", disable=not progress, leave=False):
+            for member in tqdm(
+                members, desc=f"extracting {archive.name}", disable=not progress, leave=False
+            ):
                 zf.extract(member, tmp)
             tops = {PurePosixPath(m.filename).parts[0] for m in members}
             single = tmp / next(iter(tops)) if len(tops) == 1 else None

@@ -101,10 +101,14 @@ def load_dataset(
                 "miniImageNet cannot be downloaded freely: pass the folder of your copy (split CSVs + images/, "
                 "or mini-imagenet-cache-*.pkl) as root= (on the command line: --data-root)"
             )
-        return load_miniimagenet(root, split, image_size=image_size or 84, progress=progress, device=device)
+        return load_miniimagenet(
+            root, split, image_size=image_size or 84, progress=progress, device=device
+        )
 
     def omniglot(archive: str) -> FewShotDataset:
-        return load_omniglot(archive, root=root, image_size=image_size or 28, download=download, progress=progress)
+        return load_omniglot(
+            archive, root=root, image_size=image_size or 28, download=download, progress=progress
+        )
 
     if name == "omniglot-small":
         _check_split(name, split, ("train", "test"))
@@ -119,5 +123,7 @@ def load_dataset(
         _check_split(name, split, ("train", "test"))
         dataset = omniglot({"train": "images_background", "test": "images_evaluation"}[split])
     else:
-        dataset = omniglot_split(omniglot("images_background"), omniglot("images_evaluation"), protocol, split, seed=seed)
+        dataset = omniglot_split(
+            omniglot("images_background"), omniglot("images_evaluation"), protocol, split, seed=seed
+        )
     return dataset if device is None else dataset.to(device)

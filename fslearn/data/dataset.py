@@ -71,11 +71,11 @@ class FewShotDataset:
             f"{self.n_per_class} images each, image shape {self.image_shape}, on {self.device})"
         )
 
-    def to(self, device) -> "FewShotDataset":
+    def to(self, device) -> FewShotDataset:
         """The same dataset with its images on ``device`` (the whole set moves once)."""
         return FewShotDataset(self.images.to(device), self.class_names, self.groups, self.name)
 
-    def select(self, classes, name: str | None = None) -> "FewShotDataset":
+    def select(self, classes, name: str | None = None) -> FewShotDataset:
         """The classes at indices ``classes`` (a list or 1-D tensor), in that order."""
         index = torch.as_tensor(classes, dtype=torch.long)
         kept = index.tolist()
@@ -86,12 +86,14 @@ class FewShotDataset:
             name or self.name,
         )
 
-    def select_groups(self, groups, name: str | None = None) -> "FewShotDataset":
+    def select_groups(self, groups, name: str | None = None) -> FewShotDataset:
         """The classes whose group (alphabet) is in ``groups``."""
         wanted = set(groups)
         unknown = wanted - set(self.groups)
         if unknown:
-            raise KeyError(f"{self.name} has no group(s) {sorted(unknown)}; it has {sorted(set(self.groups))}")
+            raise KeyError(
+                f"{self.name} has no group(s) {sorted(unknown)}; it has {sorted(set(self.groups))}"
+            )
         return self.select([i for i, g in enumerate(self.groups) if g in wanted], name)
 
     def flat(self, float_images: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,4 +120,9 @@ def with_rotations(dataset: FewShotDataset, angles=(0, 90, 180, 270)) -> FewShot
         raise ValueError(f"angles must be multiples of 90 degrees; got {bad}")
     images = torch.cat([torch.rot90(dataset.images, a // 90, dims=(-2, -1)) for a in angles])
     names = [f"{name}@rot{a}" for a in angles for name in dataset.class_names]
-    return FewShotDataset(images, names, list(dataset.groups) * len(angles), f"{dataset.name} ×{len(angles)} rotations")
+    return FewShotDataset(
+        images,
+        names,
+        list(dataset.groups) * len(angles),
+        f"{dataset.name} ×{len(angles)} rotations",
+    )

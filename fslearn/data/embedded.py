@@ -14,9 +14,9 @@ import json
 import torch
 from tqdm.auto import tqdm
 
+from ..common import cache_dir, cached
 from . import glyphs
 from .dataset import FewShotDataset
-from ..common import cache_dir, cached
 
 # Omniglot's characters per alphabet, in its alphabetical order.
 BACKGROUND_ALPHABET_SIZES = (
@@ -49,7 +49,9 @@ def _alphabet_generator(seed: int, alphabet: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + alphabet)
 
 
-def generate(seed: int = 0, image_size: int = 28, progress: bool = False, alphabets=None) -> FewShotDataset:
+def generate(
+    seed: int = 0, image_size: int = 28, progress: bool = False, alphabets=None
+) -> FewShotDataset:
     """Generate the character set without the cache; see :func:`load_embedded`.
 
     Args:
@@ -67,7 +69,9 @@ def generate(seed: int = 0, image_size: int = 28, progress: bool = False, alphab
         alphabets = range(len(sizes))
     total = sum(sizes[a] for a in alphabets)
     images, class_names, groups = [], [], []
-    with tqdm(total=total, desc="drawing characters", unit="char", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=total, desc="drawing characters", unit="char", disable=not progress, leave=False
+    ) as bar:
         for alphabet in alphabets:
             gen = _alphabet_generator(seed, alphabet)
             name = f"{_alphabet_name(gen)}_{alphabet + 1:02d}"
@@ -82,7 +86,9 @@ def generate(seed: int = 0, image_size: int = 28, progress: bool = False, alphab
                 groups.append(name)
                 bar.update(1)
     images = torch.stack(images).unsqueeze(2)  # (n_characters, N_DRAWERS, 1, R, R)
-    return FewShotDataset(images, class_names, groups, name=f"embedded(seed={seed}, {image_size}px)")
+    return FewShotDataset(
+        images, class_names, groups, name=f"embedded(seed={seed}, {image_size}px)"
+    )
 
 
 def _cache_file(seed: int, image_size: int):
@@ -137,10 +143,15 @@ def load_embedded(
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
     if image_size not in IMAGE_SIZES:
         raise ValueError(f"image_size must be one of {IMAGE_SIZES}; got {image_size!r}")
+
     def build() -> dict:
         generated = generate(seed, image_size, progress=progress)
-        return {"images": generated.images, "class_names": generated.class_names,
-                "groups": generated.groups, "name": generated.name}
+        return {
+            "images": generated.images,
+            "class_names": generated.class_names,
+            "groups": generated.groups,
+            "name": generated.name,
+        }
 
     saved = cached(_cache_file(seed, image_size), build, enabled=cache)
     dataset = FewShotDataset(saved["images"], saved["class_names"], saved["groups"], saved["name"])

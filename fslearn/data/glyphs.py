@@ -25,7 +25,9 @@ import torch
 POINTS_PER_PRIMITIVE = 6
 _BERNSTEIN = torch.stack(
     [
-        torch.tensor([(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3], dtype=torch.float64)
+        torch.tensor(
+            [(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3], dtype=torch.float64
+        )
         for t in torch.linspace(0, 1, POINTS_PER_PRIMITIVE, dtype=torch.float64).tolist()
     ]
 )  # (P, 4)
@@ -137,7 +139,9 @@ def _bezier(control: torch.Tensor, t: float) -> torch.Tensor:
 def _snap(angle: float, step: float, gen: torch.Generator) -> float:
     if step == 0.0:
         return angle
-    return round(angle / step) * step + 0.06 * float(torch.randn((), generator=gen, dtype=torch.float64))
+    return round(angle / step) * step + 0.06 * float(
+        torch.randn((), generator=gen, dtype=torch.float64)
+    )
 
 
 def make_glyph(style: AlphabetStyle, gen: torch.Generator) -> Glyph:
@@ -171,7 +175,9 @@ def make_glyph(style: AlphabetStyle, gen: torch.Generator) -> Glyph:
             points.extend(world.unbind(0))
             stroke_of_control.extend([stroke] * 3)
             primitive_index.append([first, first + 1, first + 2, first + 3])
-            direction = _snap(direction + float(_uniform(gen, -2.3, 2.3)), style.direction_step, gen)
+            direction = _snap(
+                direction + float(_uniform(gen, -2.3, 2.3)), style.direction_step, gen
+            )
     control = torch.stack(points)
     control[:, 0] += style.slant * (control[:, 1] - 0.5)
     # Fit the control polygon (which bounds the curve) into the centre of the canvas.
@@ -196,7 +202,9 @@ def draw(glyph: Glyph, n_drawers: int, gen: torch.Generator, jitter: DrawerJitte
     """
     d = n_drawers
     control = glyph.control.expand(d, -1, -1)
-    control = control + jitter.point * torch.randn(control.shape, generator=gen, dtype=torch.float64)
+    control = control + jitter.point * torch.randn(
+        control.shape, generator=gen, dtype=torch.float64
+    )
     n_strokes = glyph.stroke_width.numel()
     shift = jitter.stroke_shift * torch.randn((d, n_strokes, 2), generator=gen, dtype=torch.float64)
     control = control + shift[:, glyph.stroke_of_control]
@@ -210,7 +218,11 @@ def draw(glyph: Glyph, n_drawers: int, gen: torch.Generator, jitter: DrawerJitte
     scale = torch.exp(jitter.scale * (normal(d, 1) + 0.5 * normal(d, 2)))  # shared + per axis
     shear = jitter.shear * normal(d)
     linear = torch.zeros(d, 2, 2, dtype=torch.float64)
-    linear[:, 0, 0], linear[:, 0, 1], linear[:, 1, 1] = scale[:, 0], shear * scale[:, 1], scale[:, 1]
+    linear[:, 0, 0], linear[:, 0, 1], linear[:, 1, 1] = (
+        scale[:, 0],
+        shear * scale[:, 1],
+        scale[:, 1],
+    )
     affine = rotation @ linear  # (D, 2, 2)
     offset = 0.5 + jitter.shift * normal(d, 1, 2)
     control = (control - 0.5) @ affine.transpose(1, 2) + offset
@@ -245,7 +257,9 @@ def render(segments: torch.Tensor, widths: torch.Tensor, image_size: int) -> tor
     off_y = centres - start[..., 1:2]  # (N, S, R): pixel row minus segment start
     vx, vy = vector[..., 0, None], vector[..., 1, None]
     # Projection of every pixel onto every segment, clamped to the segment.
-    t = (off_y * vy * inv_len2[..., None])[..., :, None] + (off_x * vx * inv_len2[..., None])[..., None, :]
+    t = (off_y * vy * inv_len2[..., None])[..., :, None] + (off_x * vx * inv_len2[..., None])[
+        ..., None, :
+    ]
     t.clamp_(0.0, 1.0)  # (N, S, R_rows, R_cols)
     dx = off_x[..., None, :] - t * vx[..., None]
     dy = off_y[..., :, None] - t.mul_(vy[..., None])

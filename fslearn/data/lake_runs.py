@@ -14,10 +14,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .dataset import to_float
-from ..common import model_device
-from ..common import atomic_path
+from ..common import atomic_path, model_device
 from .archives import fetch, open_source
+from .dataset import to_float
 from .omniglot import archive_path, read_ink
 
 RUNS_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/one-shot-classification/all_runs.zip"
@@ -94,10 +93,14 @@ def _labels(text: str, run: str, source: Path) -> torch.Tensor:
             )
         item, label = int(match[2]), int(match[4])
         if not (1 <= item <= N_WAY and 1 <= label <= N_WAY) or classes[item - 1] != -1:
-            raise ValueError(f"{source}: {run}/class_labels.txt line {number} ({line!r}) is out of range or repeated")
+            raise ValueError(
+                f"{source}: {run}/class_labels.txt line {number} ({line!r}) is out of range or repeated"
+            )
         classes[item - 1] = label - 1
     if -1 in classes:
-        raise ValueError(f"{source}: {run}/class_labels.txt labels no test item {classes.index(-1) + 1:02d}")
+        raise ValueError(
+            f"{source}: {run}/class_labels.txt labels no test item {classes.index(-1) + 1:02d}"
+        )
     return torch.tensor(classes)
 
 
@@ -163,13 +166,18 @@ def load_runs(
         files = _check_layout(names, source)
 
         def images(kind: str, run: str) -> torch.Tensor:
-            pictures = [read_ink(read(files[f"{run}/{kind}{k:02d}.png"]), image_size) for k in range(1, N_WAY + 1)]
+            pictures = [
+                read_ink(read(files[f"{run}/{kind}{k:02d}.png"]), image_size)
+                for k in range(1, N_WAY + 1)
+            ]
             return torch.from_numpy(np.stack(pictures)).unsqueeze(1)
 
         for r in range(1, N_RUNS + 1):
             run = f"run{r:02d}"
             labels = _labels(read(files[f"{run}/class_labels.txt"]).decode(), run, source)
-            runs.append(OneShotRun(run, images("training/class", run), images("test/item", run), labels))
+            runs.append(
+                OneShotRun(run, images("training/class", run), images("test/item", run), labels)
+            )
     return runs
 
 
@@ -198,7 +206,9 @@ def evaluate_runs(runs, *, embed=None, learner=None, device=None) -> dict:
         ValueError: no runs, or a learner's logits of the wrong shape.
     """
     if (embed is None) == (learner is None):
-        raise TypeError("pass exactly one of embed= (an embedding function) or learner= (a few-shot learner)")
+        raise TypeError(
+            "pass exactly one of embed= (an embedding function) or learner= (a few-shot learner)"
+        )
     runs = list(runs)
     if not runs:
         raise ValueError("no runs to evaluate; load them with load_runs()")
@@ -208,7 +218,10 @@ def evaluate_runs(runs, *, embed=None, learner=None, device=None) -> dict:
     errors = []
     with torch.no_grad():
         for run in runs:
-            support_x, query_x = to_float(run.support_x.to(device)), to_float(run.query_x.to(device))
+            support_x, query_x = (
+                to_float(run.support_x.to(device)),
+                to_float(run.query_x.to(device)),
+            )
             if embed is not None:
                 features = embed(torch.cat([support_x, query_x]))
                 support, query = features[: len(support_x)], features[len(support_x) :]

@@ -43,8 +43,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .dataset import FewShotDataset
 from ..common import cache_dir, cached
+from .dataset import FewShotDataset
 
 try:
     from numpy._core import multiarray as _np_multiarray
@@ -131,7 +131,10 @@ _PICKLE_ALLOWED = {
         for module in ("numpy.core.multiarray", "numpy._core.multiarray")
         for name in ("_reconstruct", "scalar")
     },
-    **{(module, "_frombuffer"): _np_numeric._frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
+    **{
+        (module, "_frombuffer"): _np_numeric._frombuffer
+        for module in ("numpy.core.numeric", "numpy._core.numeric")
+    },
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     # Protocol-2 pickles written by Python 3 store the array bytes as latin-1 text.
@@ -184,9 +187,17 @@ def _read_pickle(path: Path, split: str, progress: bool) -> tuple[np.ndarray, di
     _check_not_html(path, split, "pickle")
     size = path.stat().st_size
     try:
-        with open(path, "rb") as f, tqdm(
-            total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, disable=not progress, leave=False
-        ) as bar:
+        with (
+            open(path, "rb") as f,
+            tqdm(
+                total=size,
+                desc=f"reading {path.name}",
+                unit="B",
+                unit_scale=True,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             # latin-1 decodes the byte strings of pickles written by Python 2.
             data = _ArrayUnpickler(_ProgressReader(f, bar), encoding="latin1").load()
     except _UnsafePickleError as error:
@@ -199,9 +210,16 @@ def _read_pickle(path: Path, split: str, progress: bool) -> tuple[np.ndarray, di
         ) from error
     if not isinstance(data, dict) or not {"image_data", "class_dict"} <= data.keys():
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path} should hold a dict with keys 'image_data' and 'class_dict'; found {found}")
+        raise ValueError(
+            f"{path} should hold a dict with keys 'image_data' and 'class_dict'; found {found}"
+        )
     images, class_dict = data["image_data"], data["class_dict"]
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[-1] != 3
+    ):
         shape = getattr(images, "shape", None)
         dtype = getattr(images, "dtype", type(images).__name__)
         raise ValueError(
@@ -209,7 +227,9 @@ def _read_pickle(path: Path, split: str, progress: bool) -> tuple[np.ndarray, di
             f"N×84×84×3 in the standard copies); got shape {shape} and dtype {dtype}"
         )
     if not isinstance(class_dict, dict):
-        raise ValueError(f"{path}: class_dict must be a dict {{wnid: [image indices]}}; got {type(class_dict).__name__}")
+        raise ValueError(
+            f"{path}: class_dict must be a dict {{wnid: [image indices]}}; got {type(class_dict).__name__}"
+        )
     indices = {}
     for wnid, index in class_dict.items():
         index = np.asarray(index, dtype=np.int64).reshape(-1)
@@ -240,7 +260,9 @@ def _read_csv(root: Path, split: str) -> dict[str, list[str]]:
         if not row:
             continue
         if len(row) != 2:
-            raise ValueError(f"{path}, line {line}: expected 'filename,label', got {','.join(row)!r}")
+            raise ValueError(
+                f"{path}, line {line}: expected 'filename,label', got {','.join(row)!r}"
+            )
         filename, wnid = (cell.strip() for cell in row)
         files.setdefault(wnid, []).append(filename)
     if not files:
@@ -289,7 +311,9 @@ def _fingerprint(paths) -> tuple[list, list[Path]]:
     return stats, missing
 
 
-def _cache_file(root: Path, split: str, image_size: int, fmt: str, n_per_class, fingerprint) -> Path:
+def _cache_file(
+    root: Path, split: str, image_size: int, fmt: str, n_per_class, fingerprint
+) -> Path:
     key = json.dumps(
         {
             "version": LOADER_VERSION,
@@ -314,7 +338,9 @@ def _to_chw(image: Image.Image, image_size: int) -> np.ndarray:
     return np.asarray(image).transpose(2, 0, 1)
 
 
-def _decode_csv(files: dict[str, list[str]], folder: Path, image_size: int, progress: bool) -> torch.Tensor:
+def _decode_csv(
+    files: dict[str, list[str]], folder: Path, image_size: int, progress: bool
+) -> torch.Tensor:
     """Decode and resize the images named in ``files`` (wnid order, then list order).
 
     Returns:
@@ -323,7 +349,9 @@ def _decode_csv(files: dict[str, list[str]], folder: Path, image_size: int, prog
     wnids = list(files)
     n_per_class = len(files[wnids[0]])
     out = torch.empty(len(wnids), n_per_class, 3, image_size, image_size, dtype=torch.uint8)
-    jobs = [(c, i, folder / name) for c, wnid in enumerate(wnids) for i, name in enumerate(files[wnid])]
+    jobs = [
+        (c, i, folder / name) for c, wnid in enumerate(wnids) for i, name in enumerate(files[wnid])
+    ]
 
     def decode(job):
         c, i, path = job
@@ -331,12 +359,20 @@ def _decode_csv(files: dict[str, list[str]], folder: Path, image_size: int, prog
             with Image.open(path) as image:
                 out[c, i].numpy()[...] = _to_chw(image, image_size)
         except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read image {path} ({error}); replace the file or remove its CSV row") from error
+            raise ValueError(
+                f"cannot read image {path} ({error}); replace the file or remove its CSV row"
+            ) from error
 
     # Pillow releases the GIL while decoding and resampling, so threads decode in parallel.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for _ in tqdm(pool.map(decode, jobs), total=len(jobs), desc="decoding miniImageNet", unit="img",
-                      disable=not progress, leave=False):
+        for _ in tqdm(
+            pool.map(decode, jobs),
+            total=len(jobs),
+            desc="decoding miniImageNet",
+            unit="img",
+            disable=not progress,
+            leave=False,
+        ):
             pass
     return out
 
@@ -352,18 +388,31 @@ def _gather_pickle(
     n_per_class = len(next(iter(indices.values())))
     out = torch.empty(len(indices), n_per_class, 3, image_size, image_size, dtype=torch.uint8)
     same_size = images.shape[1:3] == (image_size, image_size)
-    for c, index in enumerate(tqdm(indices.values(), desc="grouping miniImageNet", unit="class",
-                                   disable=not progress, leave=False)):
+    for c, index in enumerate(
+        tqdm(
+            indices.values(),
+            desc="grouping miniImageNet",
+            unit="class",
+            disable=not progress,
+            leave=False,
+        )
+    ):
         if same_size:
             out[c] = torch.from_numpy(images[index]).permute(0, 3, 1, 2)
         else:
-            out[c] = torch.from_numpy(np.stack([_to_chw(Image.fromarray(images[i]), image_size) for i in index]))
+            out[c] = torch.from_numpy(
+                np.stack([_to_chw(Image.fromarray(images[i]), image_size) for i in index])
+            )
     return out
 
 
 def _detect_format(root: Path, split: str, requested: str) -> str:
     """The format to read: ``requested``, or for ``"auto"`` the one whose files are present."""
-    csv_path, pickle_path, folder = _csv_path(root, split), _pickle_path(root, split), root / "images"
+    csv_path, pickle_path, folder = (
+        _csv_path(root, split),
+        _pickle_path(root, split),
+        root / "images",
+    )
     has_pickle = pickle_path.is_file()
     has_csv = csv_path.is_file() and folder.is_dir()
     fmt = requested
@@ -373,8 +422,10 @@ def _detect_format(root: Path, split: str, requested: str) -> str:
     if fmt == "pickle" and has_pickle or fmt == "csv" and has_csv:
         return fmt
     looked_for = {
-        "csv": [f"{csv_path} ({'found' if csv_path.is_file() else 'missing'})",
-                f"the folder {folder} ({'found' if folder.is_dir() else 'missing'})"],
+        "csv": [
+            f"{csv_path} ({'found' if csv_path.is_file() else 'missing'})",
+            f"the folder {folder} ({'found' if folder.is_dir() else 'missing'})",
+        ],
         "pickle": [f"{pickle_path} (missing)"],
     }
     wanted = ["csv", "pickle"] if fmt is None else [fmt]
@@ -387,7 +438,9 @@ def _detect_format(root: Path, split: str, requested: str) -> str:
     raise FileNotFoundError(
         f"no miniImageNet {split} split (format={requested!r}) in {where}. Looked for "
         + "; ".join(item for w in wanted for item in looked_for[w])
-        + ".\n" + _LAYOUTS + "\nminiImageNet cannot be downloaded by fslearn (ImageNet's licence): "
+        + ".\n"
+        + _LAYOUTS
+        + "\nminiImageNet cannot be downloaded by fslearn (ImageNet's licence): "
         "point root at your own copy."
     )
 
@@ -449,7 +502,9 @@ def load_miniimagenet(
     if not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, e.g. 84; got {image_size!r}")
     if n_per_class is not None and (not isinstance(n_per_class, int) or n_per_class < 1):
-        raise ValueError(f"n_per_class must be None (keep all) or a positive int; got {n_per_class!r}")
+        raise ValueError(
+            f"n_per_class must be None (keep all) or a positive int; got {n_per_class!r}"
+        )
     root = Path(root).expanduser().resolve()
     fmt = _detect_format(root, split, format)
 
@@ -471,13 +526,24 @@ def load_miniimagenet(
 
     def build() -> dict:
         if fmt == "csv":
-            keep = _equal_counts({wnid: len(names) for wnid, names in files.items()}, n_per_class, source)
-            images = _decode_csv({w: names[:keep] for w, names in files.items()}, root / "images", image_size, progress)
+            keep = _equal_counts(
+                {wnid: len(names) for wnid, names in files.items()}, n_per_class, source
+            )
+            images = _decode_csv(
+                {w: names[:keep] for w, names in files.items()},
+                root / "images",
+                image_size,
+                progress,
+            )
             return {"images": images, "class_names": list(files)}
         data, indices = _read_pickle(source, split, progress)
         indices = {wnid: indices[wnid] for wnid in sorted(indices)}
-        keep = _equal_counts({wnid: len(index) for wnid, index in indices.items()}, n_per_class, source)
-        images = _gather_pickle(data, {w: index[:keep] for w, index in indices.items()}, image_size, progress)
+        keep = _equal_counts(
+            {wnid: len(index) for wnid, index in indices.items()}, n_per_class, source
+        )
+        images = _gather_pickle(
+            data, {w: index[:keep] for w, index in indices.items()}, image_size, progress
+        )
         del data  # the raw array is as large as the result: free it before writing the cache
         return {"images": images, "class_names": list(indices)}
 
@@ -491,5 +557,7 @@ def load_miniimagenet(
             f"{expected}. Loading it anyway (fine for a subset; otherwise check the copy is complete).",
             stacklevel=2,
         )
-    dataset = FewShotDataset(images, class_names, [split] * len(class_names), name=f"miniImageNet {split}")
+    dataset = FewShotDataset(
+        images, class_names, [split] * len(class_names), name=f"miniImageNet {split}"
+    )
     return dataset if device is None else dataset.to(device)

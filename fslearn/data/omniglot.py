@@ -19,9 +19,9 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from ..common import atomic_path, cache_dir, cached
 from .archives import fetch, md5, open_source
 from .dataset import FewShotDataset, with_rotations
-from ..common import atomic_path, cache_dir, cached
 
 _BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 OMNIGLOT_MD5 = {
@@ -147,17 +147,23 @@ def _index(names, source: Path) -> list[tuple[str, str, list[str]]]:
     return index
 
 
-def _decode(source: Path, image_size: int, progress: bool) -> tuple[torch.Tensor, list[str], list[str]]:
+def _decode(
+    source: Path, image_size: int, progress: bool
+) -> tuple[torch.Tensor, list[str], list[str]]:
     """Decode every character of a zip or folder: images ``(n, drawers, 1, s, s)``, names, alphabets."""
     with open_source(source) as (names, read):
         index = _index(names, source)
         images = np.empty((len(index), len(index[0][2]), 1, image_size, image_size), dtype=np.uint8)
-        for i, (_, _, paths) in enumerate(tqdm(index, desc="decoding", disable=not progress, leave=False)):
+        for i, (_, _, paths) in enumerate(
+            tqdm(index, desc="decoding", disable=not progress, leave=False)
+        ):
             for j, name in enumerate(paths):
                 try:
                     images[i, j, 0] = read_ink(read(name), image_size)
                 except (OSError, zipfile.BadZipFile, zlib.error) as error:
-                    raise ValueError(f"cannot read {name} in {source} ({error}); the file is damaged") from error
+                    raise ValueError(
+                        f"cannot read {name} in {source} ({error}); the file is damaged"
+                    ) from error
     return torch.from_numpy(images), [f"{a}/{c}" for a, c, _ in index], [a for a, _, _ in index]
 
 
@@ -223,19 +229,26 @@ def load_omniglot(
         source = Path(path).expanduser()
         name = name or source.name.removesuffix(".zip")
         if not source.exists():
-            raise FileNotFoundError(f"{source} does not exist; pass the path of an Omniglot zip or extracted folder")
+            raise FileNotFoundError(
+                f"{source} does not exist; pass the path of an Omniglot zip or extracted folder"
+            )
     if source.is_dir():
         key = _fingerprint(source)
     elif md5_check and name in OMNIGLOT_MD5:
         key = _verifymd5(source, name)
     else:
         key = md5(source)
+
     def build() -> dict:
         images, class_names, groups = _decode(source, image_size, progress)
         return {"images": images, "class_names": class_names, "groups": groups}
 
-    saved = cached(cache_dir() / "omniglot" / f"{name}-{key}-{image_size}px-v{_CACHE_VERSION}.pt", build)
-    dataset = FewShotDataset(saved["images"], saved["class_names"], saved["groups"], f"omniglot {name} {image_size}px")
+    saved = cached(
+        cache_dir() / "omniglot" / f"{name}-{key}-{image_size}px-v{_CACHE_VERSION}.pt", build
+    )
+    dataset = FewShotDataset(
+        saved["images"], saved["class_names"], saved["groups"], f"omniglot {name} {image_size}px"
+    )
     return dataset if device is None else dataset.to(device)
 
 
@@ -246,7 +259,9 @@ def _protocol_sizes(protocol: str, n: int, sizes) -> tuple[int, int, int]:
         sizes = (train, val, n - train - val)
     sizes = tuple(int(s) for s in sizes)
     if len(sizes) != 3 or min(sizes) < 0 or sum(sizes) > n:
-        raise ValueError(f"sizes must be 3 counts (train, val, test) summing to at most {n} characters; got {sizes}")
+        raise ValueError(
+            f"sizes must be 3 counts (train, val, test) summing to at most {n} characters; got {sizes}"
+        )
     needs_val = PROTOCOL_SIZES[protocol][1] > 0
     if sizes[0] < 1 or sizes[2] < 1 or (needs_val and sizes[1] < 1):
         raise ValueError(

@@ -20,13 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..evaluation import confidence_interval
 from ..common import check_positive_int
+from ..evaluation import confidence_interval
 
 
 def check_head_and_body(model: nn.Module) -> None:
     """Raise unless ``model`` has a ``backbone`` and a ``head`` (as :class:`~fslearn.Classifier` does)."""
-    if not (isinstance(getattr(model, "backbone", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module)):
+    if not (
+        isinstance(getattr(model, "backbone", None), nn.Module)
+        and isinstance(getattr(model, "head", None), nn.Module)
+    ):
         raise ValueError(
             f"adapting only the head needs a model with .backbone and .head modules; got {type(model).__name__}. "
             "Wrap the network as fsl.Classifier(backbone, image_shape, n_way)"
@@ -34,7 +37,7 @@ def check_head_and_body(model: nn.Module) -> None:
 
 
 def _subdict(params: dict, prefix: str) -> dict:
-    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
 
 
 def _n_way(model: nn.Module) -> int | None:
@@ -59,7 +62,9 @@ class GradientLearner(nn.Module):
             (ANIL); the support and query features are then computed once per task.
     """
 
-    def __init__(self, model: nn.Module, *, inner_lr: float, test_steps: int, head_only: bool = False):
+    def __init__(
+        self, model: nn.Module, *, inner_lr: float, test_steps: int, head_only: bool = False
+    ):
         super().__init__()
         if not inner_lr > 0:
             raise ValueError(f"inner_lr must be > 0; got {inner_lr}")
@@ -85,9 +90,16 @@ class GradientLearner(nn.Module):
         def features(x):
             return None if x is None else functional_call(self.model.backbone, body, (x,))
 
-        return _subdict(params, "head."), lambda p, x: functional_call(self.model.head, p, (x,)), features(support_x), features(query_x)
+        return (
+            _subdict(params, "head."),
+            lambda p, x: functional_call(self.model.head, p, (x,)),
+            features(support_x),
+            features(query_x),
+        )
 
-    def _inner_loop(self, params, support_x, support_y, query_x, steps: int, *, first_order: bool, on_step=None):
+    def _inner_loop(
+        self, params, support_x, support_y, query_x, steps: int, *, first_order: bool, on_step=None
+    ):
         """Adapt ``params`` to one task; returns ``(apply, fast params, query input)``.
 
         ``on_step(i, apply, fast, query_input)`` is called before the first step and after
@@ -118,7 +130,9 @@ class GradientLearner(nn.Module):
             return fast
         return {**params, **{f"head.{name}": value for name, value in fast.items()}}
 
-    def _check_task(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor | None = None):
+    def _check_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor | None = None
+    ):
         batched = support_x.dim() == 5
         if support_x.dim() not in (4, 5) or support_y.dim() != support_x.dim() - 3:
             raise ValueError(
@@ -126,7 +140,9 @@ class GradientLearner(nn.Module):
                 f"task dimension T; got support_x {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}"
             )
         if query_x is not None and query_x.dim() != support_x.dim():
-            raise ValueError(f"query_x has shape {tuple(query_x.shape)} but support_x has {tuple(support_x.shape)}")
+            raise ValueError(
+                f"query_x has shape {tuple(query_x.shape)} but support_x has {tuple(support_x.shape)}"
+            )
         n_way = _n_way(self.model)
         if n_way is not None and int(support_y.max()) >= n_way:
             raise ValueError(
@@ -135,7 +151,9 @@ class GradientLearner(nn.Module):
             )
         return batched
 
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> dict[str, torch.Tensor]:
+    def adapt(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """Parameters adapted to one task by ``steps`` (default ``test_steps``) gradient steps.
 
         Args:
@@ -147,7 +165,9 @@ class GradientLearner(nn.Module):
         """
         steps = self.test_steps if steps is None else steps
         if self._check_task(support_x, support_y):
-            raise ValueError(f"adapt takes one task; got support_x of shape {tuple(support_x.shape)}")
+            raise ValueError(
+                f"adapt takes one task; got support_x of shape {tuple(support_x.shape)}"
+            )
         params = {name: value.detach() for name, value in self.params().items()}
         _, fast, _ = self._inner_loop(params, support_x, support_y, None, steps, first_order=True)
         return {name: value.detach() for name, value in self._full_params(params, fast).items()}
@@ -156,15 +176,25 @@ class GradientLearner(nn.Module):
         """Logits ``(B, n_way)`` of ``query_x`` ``(B, C, H, W)`` under ``params`` from :meth:`adapt`."""
         return functional_call(self.model, params, (query_x,))
 
-    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        steps: int | None = None,
+    ) -> torch.Tensor:
         """Adapt on the support set, then classify the queries: ``(…, n_way * n_query, n_way)`` logits."""
         return self._query_logits(support_x, support_y, query_x, steps, every_step=False)[-1]
 
-    def step_logits(self, support_x, support_y, query_x, steps: int | None = None) -> list[torch.Tensor]:
+    def step_logits(
+        self, support_x, support_y, query_x, steps: int | None = None
+    ) -> list[torch.Tensor]:
         """Query logits after 0, 1, …, ``steps`` adaptation steps (``steps + 1`` tensors)."""
         return self._query_logits(support_x, support_y, query_x, steps, every_step=True)
 
-    def _query_logits(self, support_x, support_y, query_x, steps, *, every_step: bool) -> list[torch.Tensor]:
+    def _query_logits(
+        self, support_x, support_y, query_x, steps, *, every_step: bool
+    ) -> list[torch.Tensor]:
         steps = self.test_steps if steps is None else steps
         batched = self._check_task(support_x, support_y, query_x)
         params = {name: value.detach() for name, value in self.params().items()}
@@ -209,7 +239,11 @@ class GradientLearner(nn.Module):
             for start in range(0, len(episodes), batch_size):
                 batch = episodes.batch(start, min(start + batch_size, len(episodes)))
                 logits = self.step_logits(batch.support_x, batch.support_y, batch.query_x, steps)
-                per_step.append(torch.stack([(lg.argmax(-1) == batch.query_y).float().mean(-1) for lg in logits]))
+                per_step.append(
+                    torch.stack(
+                        [(lg.argmax(-1) == batch.query_y).float().mean(-1) for lg in logits]
+                    )
+                )
         finally:
             self.train(was_training)
         accuracies = torch.cat(per_step, dim=1)  # (steps + 1, n_episodes)

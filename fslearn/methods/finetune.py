@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .adaptation import GradientLearner
 from ..models.classifier import Classifier
+from .adaptation import GradientLearner
 
 
 class FineTune(GradientLearner):
@@ -36,7 +36,16 @@ class FineTune(GradientLearner):
     ``T`` stacked tasks, as every learner in fslearn.
     """
 
-    def __init__(self, backbone: nn.Module, image_shape, n_way: int, *, lr: float = 0.5, steps: int = 50, whole: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_shape,
+        n_way: int,
+        *,
+        lr: float = 0.5,
+        steps: int = 50,
+        whole: bool = False,
+    ):
         model = Classifier(backbone, image_shape, n_way)
         reference = next(backbone.parameters(), None)
         if reference is not None:
@@ -46,7 +55,7 @@ class FineTune(GradientLearner):
         super().__init__(model, inner_lr=lr, test_steps=steps, head_only=not whole)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "FineTune":
+    def train(self, mode: bool = True) -> FineTune:
         super().train(mode)
         # Running statistics from pre-training, never this task's batch: they cannot
         # be updated under vmap, and 5 support images are too few to estimate them.

@@ -36,7 +36,8 @@ def check_batch_norm(model: nn.Module, second_order: bool) -> None:
     :class:`~fslearn.TaskBatchNorm2d`.
     """
     tracking = [
-        name for name, module in model.named_modules()
+        name
+        for name, module in model.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
     ]
     if tracking:
@@ -46,8 +47,10 @@ def check_batch_norm(model: nn.Module, second_order: bool) -> None:
             "track_running_stats=False, e.g. fsl.Conv4(track_running_stats=False)"
         )
     fused = [
-        name for name, module in model.named_modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, TaskBatchNorm2d)
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and not isinstance(module, TaskBatchNorm2d)
     ]
     if second_order and fused:
         raise ValueError(
@@ -57,7 +60,9 @@ def check_batch_norm(model: nn.Module, second_order: bool) -> None:
         )
 
 
-def maml_classifier(n_way: int, image_shape, hidden_channels: int = 64, *, seed: int | None = None) -> Classifier:
+def maml_classifier(
+    n_way: int, image_shape, hidden_channels: int = 64, *, seed: int | None = None
+) -> Classifier:
     """Conv4 with per-task batch statistics and an ``n_way`` linear head: MAML's network.
 
     Args:
@@ -146,7 +151,9 @@ class MAML(GradientLearner):
                 f"{tuple(support_x.shape)}. Sample with sampler.sample(n_tasks=T)"
             )
         if step_weights is not None and tuple(step_weights.shape) != (steps,):
-            raise ValueError(f"step_weights must have shape (steps,) = ({steps},); got {tuple(step_weights.shape)}")
+            raise ValueError(
+                f"step_weights must have shape (steps,) = ({steps},); got {tuple(step_weights.shape)}"
+            )
         params = self.params()
 
         def task(sx, sy, qx, qy):
@@ -163,7 +170,13 @@ class MAML(GradientLearner):
 
             track = step_weights is not None or record_steps
             apply, fast, query_in = self._inner_loop(
-                params, sx, sy, qx, steps, first_order=self.first_order, on_step=on_step if track else None
+                params,
+                sx,
+                sy,
+                qx,
+                steps,
+                first_order=self.first_order,
+                on_step=on_step if track else None,
             )
             logits = apply(fast, query_in)
             loss = F.cross_entropy(logits, qy)

@@ -19,7 +19,9 @@ def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int)
     Returns:
         Prototypes of shape ``(n_way, D)``.
     """
-    sums = torch.zeros(n_way, embeddings.shape[-1], dtype=embeddings.dtype, device=embeddings.device)
+    sums = torch.zeros(
+        n_way, embeddings.shape[-1], dtype=embeddings.dtype, device=embeddings.device
+    )
     sums.index_add_(0, labels, embeddings)
     counts = torch.bincount(labels, minlength=n_way).clamp_min(1).to(embeddings.dtype)
     return sums / counts[:, None]
@@ -53,7 +55,9 @@ def max_per_class(scores: torch.Tensor, support_y: torch.Tensor, n_way: int) -> 
     Returns:
         Shape ``(n_query, n_way)``; independent of the order of the support set.
     """
-    member = support_y[None, :] == torch.arange(n_way, device=support_y.device)[:, None]  # (n_way, n_support)
+    member = (
+        support_y[None, :] == torch.arange(n_way, device=support_y.device)[:, None]
+    )  # (n_way, n_support)
     return scores[:, None, :].masked_fill(~member, float("-inf")).amax(-1)
 
 

@@ -29,7 +29,9 @@ class NearestPrototype(nn.Module):
         self.backbone = backbone if backbone is not None else nn.Flatten()
         self.distance = distance
 
-    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
         """``(N·K, C, H, W)``, ``(N·K,)``, ``(Q', C, H, W)`` → logits ``(Q', N)``."""
         # One host sync to learn N; labels are 0..N-1 by the episode convention.
         n_way = int(support_y.max()) + 1
@@ -53,7 +55,13 @@ class ProtoNet(NearestPrototype):
         learn_scale: make ``scale`` a trained parameter (stored as its logarithm, so it stays positive).
     """
 
-    def __init__(self, backbone: nn.Module, distance: str = "euclidean", scale: float | None = None, learn_scale: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        distance: str = "euclidean",
+        scale: float | None = None,
+        learn_scale: bool = False,
+    ):
         super().__init__(backbone, distance)
         scale = (10.0 if distance == "cosine" else 1.0) if scale is None else scale
         if scale <= 0:
@@ -68,6 +76,8 @@ class ProtoNet(NearestPrototype):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp()
 
-    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
         """``(N·K, C, H, W)``, ``(N·K,)``, ``(Q', C, H, W)`` → logits ``(Q', N)``."""
         return self.scale * super().forward(support_x, support_y, query_x)

@@ -18,7 +18,9 @@ from ..common import seeded
 from .metric import max_per_class
 
 
-def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+def contrastive_loss(
+    distance: torch.Tensor, same: torch.Tensor, margin: float = 1.0
+) -> torch.Tensor:
     """The contrastive loss of Hadsell, Chopra and LeCun (2006), averaged over pairs.
 
     ``same · d² + (1 − same) · max(margin − d, 0)²``: same-class pairs are pulled
@@ -55,11 +57,22 @@ class SiameseNet(nn.Module):
         seed: seed for the Koch head's initialisation (``None``: torch's global generator).
     """
 
-    def __init__(self, backbone: nn.Module, embedding_dim: int, head: str = "koch", *, seed: int | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        embedding_dim: int,
+        head: str = "koch",
+        *,
+        seed: int | None = None,
+    ):
         super().__init__()
         if head not in ("koch", "contrastive"):
             raise ValueError(f"head must be 'koch' or 'contrastive'; got {head!r}")
-        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
+        if (
+            isinstance(embedding_dim, bool)
+            or not isinstance(embedding_dim, int)
+            or embedding_dim < 1
+        ):
             raise ValueError(f"embedding_dim must be a positive integer; got {embedding_dim!r}")
         self.backbone = backbone
         self.embedding_dim = embedding_dim
@@ -96,7 +109,9 @@ class SiameseNet(nn.Module):
         """
         return self._score(self.embed(x1), self.embed(x2))
 
-    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
         """Score every query against every support image and keep each class's best.
 
         Args:
@@ -110,6 +125,9 @@ class SiameseNet(nn.Module):
             nearest support image decides, whatever the order of the support set.
         """
         n_way = int(support_y.max()) + 1 if support_y.numel() else 0
-        support, queries = self.embed(support_x), self.embed(query_x)  # each image once, not once per pair
+        support, queries = (
+            self.embed(support_x),
+            self.embed(query_x),
+        )  # each image once, not once per pair
         scores = self._score(queries[:, None, :], support[None, :, :])  # (n_query, n_support)
         return max_per_class(scores, support_y, n_way)

@@ -32,7 +32,11 @@ def _triplet_losses(anchor, positive, negative, margin: float, squared: bool) ->
 
 
 def triplet_loss(
-    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 1.0, squared: bool = False
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    margin: float = 1.0,
+    squared: bool = False,
 ) -> torch.Tensor:
     """Mean of ``max(d+ − d− + margin, 0)`` over triplets (FaceNet's loss).
 
@@ -122,7 +126,9 @@ def mine_triplets(
         negatives = keys.masked_fill(~negative_mask, -1).argmax(1)
         return anchors, positives, negatives
 
-    detached = embeddings.detach()  # mining chooses; only the loss on the chosen triplets is differentiated
+    detached = (
+        embeddings.detach()
+    )  # mining chooses; only the loss on the chosen triplets is differentiated
     distances = squared_euclidean(detached, detached)  # (B, B)
     if not squared:
         distances = distances.sqrt()

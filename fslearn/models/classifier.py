@@ -18,7 +18,9 @@ class Classifier(nn.Module):
         seed: seed for the linear layer's initialisation.
     """
 
-    def __init__(self, backbone: nn.Module, image_shape, n_classes: int, *, seed: int | None = None):
+    def __init__(
+        self, backbone: nn.Module, image_shape, n_classes: int, *, seed: int | None = None
+    ):
         super().__init__()
         if n_classes < 1:
             raise ValueError(f"n_classes must be ≥ 1; got {n_classes}")

@@ -13,14 +13,14 @@ from .task_batch_norm import TaskBatchNorm2d
 MIN_IMAGE_SIZE = 16
 
 
-def conv_block(in_channels: int, out_channels: int, *, track_running_stats: bool = True) -> nn.Sequential:
+def conv_block(
+    in_channels: int, out_channels: int, *, track_running_stats: bool = True
+) -> nn.Sequential:
     """3×3 convolution → batch norm → ReLU → 2×2 max-pool: ``(B, C_in, H, W) → (B, C_out, H//2, W//2)``.
 
     With ``track_running_stats=False`` the batch norm is a :class:`TaskBatchNorm2d`.
     """
-    norm = (
-        nn.BatchNorm2d(out_channels) if track_running_stats else TaskBatchNorm2d(out_channels)
-    )
+    norm = nn.BatchNorm2d(out_channels) if track_running_stats else TaskBatchNorm2d(out_channels)
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         norm,
@@ -95,6 +95,8 @@ class Conv4(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` images → ``(B, embedding_dim)`` embeddings."""
         if x.dim() != 4:
-            raise ValueError(f"Conv4 takes a batch of images (B, C, H, W); got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"Conv4 takes a batch of images (B, C, H, W); got shape {tuple(x.shape)}"
+            )
         self.feature_shape(x.shape[1:])
         return super().forward(x)

@@ -50,8 +50,13 @@ class Episode:
     def n_query(self) -> int:
         return self.query_y.shape[-1] // self.n_way
 
-    def to(self, device) -> "Episode":
-        return Episode(*(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.classes)))
+    def to(self, device) -> Episode:
+        return Episode(
+            *(
+                t.to(device)
+                for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.classes)
+            )
+        )
 
 
 def check_episode_shape(dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int) -> None:
@@ -102,7 +107,18 @@ def _assemble(images, classes, instances, n_shot, quarter_turns=None) -> Episode
 
 
 def _squeeze_task(episode: Episode) -> Episode:
-    return Episode(*(t[0] for t in (episode.support_x, episode.support_y, episode.query_x, episode.query_y, episode.classes)))
+    return Episode(
+        *(
+            t[0]
+            for t in (
+                episode.support_x,
+                episode.support_y,
+                episode.query_x,
+                episode.query_y,
+                episode.classes,
+            )
+        )
+    )
 
 
 class EpisodeSampler:
@@ -125,7 +141,16 @@ class EpisodeSampler:
         >>> batch = sampler.sample(n_tasks=32)    # support_x: (32, 5, 1, 28, 28)
     """
 
-    def __init__(self, dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int, *, seed: int = 0, rotate: bool = False):
+    def __init__(
+        self,
+        dataset: FewShotDataset,
+        n_way: int,
+        n_shot: int,
+        n_query: int,
+        *,
+        seed: int = 0,
+        rotate: bool = False,
+    ):
         check_episode_shape(dataset, n_way, n_shot, n_query)
         height, width = dataset.image_shape[1:]
         if rotate and height != width:
@@ -143,16 +168,26 @@ class EpisodeSampler:
 
     def sample(self, n_tasks: int | None = None) -> Episode:
         """One episode, or ``n_tasks`` of them stacked on a leading dimension."""
-        if n_tasks is not None and (isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1):
+        if n_tasks is not None and (
+            isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1
+        ):
             raise ValueError(f"n_tasks must be a positive integer or None; got {n_tasks!r}")
         tasks = 1 if n_tasks is None else n_tasks
         device = self.dataset.device
-        classes = random_subsets((tasks,), self.dataset.n_classes, self.n_way, self.generator, device)
+        classes = random_subsets(
+            (tasks,), self.dataset.n_classes, self.n_way, self.generator, device
+        )
         instances = random_subsets(
-            (tasks, self.n_way), self.dataset.n_per_class, self.n_shot + self.n_query, self.generator, device
+            (tasks, self.n_way),
+            self.dataset.n_per_class,
+            self.n_shot + self.n_query,
+            self.generator,
+            device,
         )
         turns = (
-            torch.randint(4, (tasks, self.n_way), generator=self.generator, device=device) if self.rotate else None
+            torch.randint(4, (tasks, self.n_way), generator=self.generator, device=device)
+            if self.rotate
+            else None
         )
         episode = _assemble(self.dataset.images, classes, instances, self.n_shot, turns)
         return episode if n_tasks is not None else _squeeze_task(episode)
@@ -185,7 +220,16 @@ class EpisodeSet:
         seed: which episodes.
     """
 
-    def __init__(self, dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int = 15, n_episodes: int = 1000, *, seed: int = 0):
+    def __init__(
+        self,
+        dataset: FewShotDataset,
+        n_way: int,
+        n_shot: int,
+        n_query: int = 15,
+        n_episodes: int = 1000,
+        *,
+        seed: int = 0,
+    ):
         check_episode_shape(dataset, n_way, n_shot, n_query)
         if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
             raise ValueError(f"n_episodes must be a positive integer; got {n_episodes!r}")
@@ -194,7 +238,9 @@ class EpisodeSet:
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
         self.seed = seed
         self.classes = random_subsets((n_episodes,), dataset.n_classes, n_way, generator, "cpu")
-        self.instances = random_subsets((n_episodes, n_way), dataset.n_per_class, n_shot + n_query, generator, "cpu")
+        self.instances = random_subsets(
+            (n_episodes, n_way), dataset.n_per_class, n_shot + n_query, generator, "cpu"
+        )
 
     def __len__(self) -> int:
         return self.classes.shape[0]
@@ -209,7 +255,10 @@ class EpisodeSet:
         """Episodes ``start..stop-1`` stacked on a leading dimension, on the dataset's device."""
         device = self.dataset.device
         return _assemble(
-            self.dataset.images, self.classes[start:stop].to(device), self.instances[start:stop].to(device), self.n_shot
+            self.dataset.images,
+            self.classes[start:stop].to(device),
+            self.instances[start:stop].to(device),
+            self.n_shot,
         )
 
     def __getitem__(self, index: int) -> Episode:

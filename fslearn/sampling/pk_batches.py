@@ -58,8 +58,14 @@ class PKSampler:
             ``(n_classes * n_per_class,)``.
         """
         device = self.dataset.device
-        classes = random_subsets((), self.dataset.n_classes, self.n_classes, self.generator, device)  # (P,)
-        instances = random_subsets((self.n_classes,), self.dataset.n_per_class, self.n_per_class, self.generator, device)
-        x = self.dataset.images[classes[:, None], instances].flatten(0, 1)  # (P, K, C, H, W) → (P*K, C, H, W)
+        classes = random_subsets(
+            (), self.dataset.n_classes, self.n_classes, self.generator, device
+        )  # (P,)
+        instances = random_subsets(
+            (self.n_classes,), self.dataset.n_per_class, self.n_per_class, self.generator, device
+        )
+        x = self.dataset.images[classes[:, None], instances].flatten(
+            0, 1
+        )  # (P, K, C, H, W) → (P*K, C, H, W)
         y = torch.arange(self.n_classes, device=device).repeat_interleave(self.n_per_class)
         return to_float(x), y

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def random_subsets(n_rows: tuple, n_items: int, k: int, generator: torch.Generator, device) -> torch.Tensor:
+def random_subsets(
+    n_rows: tuple, n_items: int, k: int, generator: torch.Generator, device
+) -> torch.Tensor:
     """``k`` distinct indices out of ``n_items`` for every row, in random order: shape ``(*n_rows, k)``.
 
     Random keys and ``topk`` on ``device``: sampling without replacement for many rows

@@ -207,7 +207,9 @@ def fit(
             record.update(val_loss=metrics["loss"], val_accuracy=metrics["accuracy"])
         record["time"] = clock()
         history.epochs.append(record)
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))})
+        bar.set_postfix(
+            {k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))}
+        )
 
     def describe(at: int) -> str:
         lr = optimizer.param_groups[0].get("lr")

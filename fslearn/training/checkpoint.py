@@ -27,7 +27,9 @@ from ..common import atomic_path
 FORMAT = "fslearn-checkpoint/1"
 
 #: Config fields that may change between a run and its resumption.
-RESUMABLE_CHANGES = frozenset({"steps", "epochs", "device", "progress", "resume", "out", "checkpoint_every"})
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "epochs", "device", "progress", "resume", "out", "checkpoint_every"}
+)
 
 
 def _state_of(obj):
@@ -41,7 +43,9 @@ def _load_state(obj, state) -> None:
         obj.load_state_dict(state)
 
 
-def first_difference(saved: dict, current: dict, ignore=frozenset()) -> tuple[str, object, object] | None:
+def first_difference(
+    saved: dict, current: dict, ignore=frozenset()
+) -> tuple[str, object, object] | None:
     """The first field where two flat dicts differ, ``method`` before the rest (sorted): ``(field, saved, current)``."""
     for key in sorted((set(saved) | set(current)) - set(ignore), key=lambda k: (k != "method", k)):
         if saved.get(key) != current.get(key):
@@ -65,7 +69,9 @@ def read_checkpoint(path) -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, … for a bad file
+    except (
+        Exception
+    ) as error:  # torch raises RuntimeError, UnpicklingError, EOFError, … for a bad file
         reason = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(
             f"{path} is not a readable checkpoint ({type(error).__name__}: {reason}). It may be truncated "
@@ -74,7 +80,9 @@ def read_checkpoint(path) -> dict:
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not an fslearn checkpoint (format {found!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{path} is not an fslearn checkpoint (format {found!r}, expected {FORMAT!r})"
+        )
     return payload
 
 
@@ -101,7 +109,9 @@ class Checkpoint:
             validation (``"validation": true``).
     """
 
-    def __init__(self, path, *, every: int = 500, resume: bool = False, config: dict | None = None, log=None):
+    def __init__(
+        self, path, *, every: int = 500, resume: bool = False, config: dict | None = None, log=None
+    ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer; got {every!r}")
         self.path = Path(path).expanduser()
@@ -183,10 +193,14 @@ class Checkpoint:
             return
         payload = self.check_resumable()
         if type(history).__name__ != payload["history"]["type"]:
-            raise ValueError(f"{self.path} holds a {payload['history']['type']}, not a {type(history).__name__}")
+            raise ValueError(
+                f"{self.path} holds a {payload['history']['type']}, not a {type(history).__name__}"
+            )
         missing = sorted(set(self.objects) - set(payload["state"]))
         if missing:
-            raise ValueError(f"{self.path} has no saved state for {missing}; it was not written by this recipe")
+            raise ValueError(
+                f"{self.path} has no saved state for {missing}; it was not written by this recipe"
+            )
         for name, obj in self.objects.items():
             _load_state(obj, payload["state"][name])
         for field in dataclasses.fields(history):
@@ -230,11 +244,19 @@ def history_records(history) -> list[dict]:
     :class:`~fslearn.History`), then one per validation or completed epoch."""
     if hasattr(history, "steps"):
         rows = [
-            {"step": i + 1, "loss": loss, "time": t, **{k: v[i] for k, v in history.metrics.items()}}
+            {
+                "step": i + 1,
+                "loss": loss,
+                "time": t,
+                **{k: v[i] for k, v in history.metrics.items()},
+            }
             for i, (loss, t) in enumerate(zip(history.loss, history.time))
         ]
         return rows + [{"validation": True, **record} for record in history.validation]
-    rows = [{"iteration": i + 1, "loss": loss, "time": t} for i, (loss, t) in enumerate(zip(history.loss, history.time))]
+    rows = [
+        {"iteration": i + 1, "loss": loss, "time": t}
+        for i, (loss, t) in enumerate(zip(history.loss, history.time))
+    ]
     return rows + [{"epoch_end": True, **record} for record in history.epochs]
 
 

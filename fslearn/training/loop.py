@@ -84,7 +84,10 @@ def run_loop(
         pending_metrics.clear()
         return values
 
-    with torch.random.fork_rng(devices=_cuda_devices(model)), progress_bar(total, desc, progress) as bar:
+    with (
+        torch.random.fork_rng(devices=_cuda_devices(model)),
+        progress_bar(total, desc, progress) as bar,
+    ):
         torch.manual_seed(seed)
         if checkpoint is not None:
             checkpoint.restore(history, count=count, budget=total)

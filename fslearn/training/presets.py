@@ -53,8 +53,12 @@ MAML_FAMILY = ("maml", "fomaml", "anil")
 #: (whose meta-batch is 4 for 1-shot and 2 for 5-shot tasks).
 MAML_PAPER = {
     "omniglot": dict(hidden_channels=64, inner_steps=1, inner_lr=0.4, meta_batch=32, rotate=True),
-    "omniglot-20way": dict(hidden_channels=64, inner_steps=5, inner_lr=0.1, meta_batch=16, rotate=True),
-    "miniimagenet": dict(hidden_channels=32, inner_steps=5, inner_lr=0.01, meta_batch=4, rotate=False),
+    "omniglot-20way": dict(
+        hidden_channels=64, inner_steps=5, inner_lr=0.1, meta_batch=16, rotate=True
+    ),
+    "miniimagenet": dict(
+        hidden_channels=32, inner_steps=5, inner_lr=0.01, meta_batch=4, rotate=False
+    ),
 }
 
 

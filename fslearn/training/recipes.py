@@ -15,21 +15,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models.classifier import Classifier
-from .checkpoint import Checkpoint
 from ..data.dataset import FewShotDataset
-from ..sampling.episodes import EpisodeSampler
-from .steps import StepHistory, train_steps
 from ..evaluation import evaluate
-from .specs import build_learner
 from ..methods.maml import MAML
-from .batches import History, fit
+from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
 from ..methods.siamese import SiameseNet, contrastive_loss
-from ..sampling.pairs import PairSampler
-from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.triplet import triplet_batch_loss
+from ..models.classifier import Classifier
+from ..sampling.episodes import EpisodeSampler
+from ..sampling.pairs import PairSampler
 from ..sampling.pk_batches import PKSampler
+from .batches import History, fit
+from .checkpoint import Checkpoint
+from .specs import build_learner
+from .steps import StepHistory, train_steps
 
 
 def _setup(method: str, train: FewShotDataset, hidden_channels: int, device, seed: int, **options):
@@ -45,7 +45,9 @@ def _setup(method: str, train: FewShotDataset, hidden_channels: int, device, see
     return spec, build_learner(spec, seed=seed).to(device), train
 
 
-def _track(checkpoint: Checkpoint | None, spec: dict, train: FewShotDataset, config: dict, **generators):
+def _track(
+    checkpoint: Checkpoint | None, spec: dict, train: FewShotDataset, config: dict, **generators
+):
     """Tell ``checkpoint`` the learner's spec, the recipe's settings and its samplers' generators."""
     if checkpoint is not None:
         checkpoint.config.update(
@@ -106,11 +108,15 @@ def train_protonet(
     Returns:
         ``(protonet, history)``.
     """
-    spec, learner, train = _setup("protonet", train, hidden_channels, device, seed, distance=distance)
+    spec, learner, train = _setup(
+        "protonet", train, hidden_channels, device, seed, distance=distance
+    )
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed)
-    config = dict(n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every)
+    config = dict(
+        n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every
+    )
     _track(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
 
     def step_loss(_):
@@ -120,9 +126,17 @@ def train_protonet(
         return F.cross_entropy(logits, episode.query_y), {"accuracy": accuracy}
 
     history = _run(
-        learner, step_loss, optimizer, scheduler=scheduler, val_episodes=val_episodes,
-        eval_every=eval_every, steps=steps, seed=seed, progress=progress,
-        desc=f"ProtoNet {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
+        learner,
+        step_loss,
+        optimizer,
+        scheduler=scheduler,
+        val_episodes=val_episodes,
+        eval_every=eval_every,
+        steps=steps,
+        seed=seed,
+        progress=progress,
+        desc=f"ProtoNet {n_way}-way {n_shot}-shot",
+        checkpoint=checkpoint,
     )
     return learner, history
 
@@ -189,8 +203,15 @@ def train_siamese(
         return loss, {"pair_accuracy": (predicted_same == same.bool()).float().mean()}
 
     history = _run(
-        learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
-        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"Siamese ({head})",
+        learner,
+        step_loss,
+        torch.optim.Adam(learner.parameters(), lr=lr),
+        val_episodes=val_episodes,
+        eval_every=eval_every,
+        steps=steps,
+        seed=seed,
+        progress=progress,
+        desc=f"Siamese ({head})",
         checkpoint=checkpoint,
     )
     return learner, history
@@ -229,17 +250,32 @@ def train_triplet(
     batches = PKSampler(train, n_classes, n_per_class, seed=seed)
     generator = torch.Generator(device=train.device).manual_seed(seed)
     config = dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class, margin=margin)
-    _track(checkpoint, spec, train, {**config, "steps": steps, "lr": lr, "seed": seed},
-           batches=batches.generator, mining=generator)
+    _track(
+        checkpoint,
+        spec,
+        train,
+        {**config, "steps": steps, "lr": lr, "seed": seed},
+        batches=batches.generator,
+        mining=generator,
+    )
 
     def step_loss(_):
         x, y = batches.sample()
-        loss, active = triplet_batch_loss(learner.backbone(x), y, strategy, margin, generator=generator)
+        loss, active = triplet_batch_loss(
+            learner.backbone(x), y, strategy, margin, generator=generator
+        )
         return loss, {"active_fraction": active}
 
     history = _run(
-        learner, step_loss, torch.optim.Adam(learner.parameters(), lr=lr), val_episodes=val_episodes,
-        eval_every=eval_every, steps=steps, seed=seed, progress=progress, desc=f"triplet ({strategy})",
+        learner,
+        step_loss,
+        torch.optim.Adam(learner.parameters(), lr=lr),
+        val_episodes=val_episodes,
+        eval_every=eval_every,
+        steps=steps,
+        seed=seed,
+        progress=progress,
+        desc=f"triplet ({strategy})",
         checkpoint=checkpoint,
     )
     return learner, history
@@ -296,33 +332,66 @@ def train_maml(
         after adaptation of every meta-batch.
     """
     spec, learner, train = _setup(
-        "maml", train, hidden_channels, device, seed, n_way=n_way, inner_lr=inner_lr,
-        inner_steps=inner_steps, test_steps=test_steps, first_order=first_order, anil=anil,
+        "maml",
+        train,
+        hidden_channels,
+        device,
+        seed,
+        n_way=n_way,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
+        test_steps=test_steps,
+        first_order=first_order,
+        anil=anil,
     )
     device = train.device
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
     weights_list = None if step_weights is None else list(step_weights)
     config = dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr)
-    _track(checkpoint, spec, train, {**config, "rotate": rotate, "step_weights": weights_list, "seed": seed},
-           sampler=sampler.generator)
-    weights = None if step_weights is None else torch.as_tensor(step_weights, dtype=torch.float32, device=device)
+    _track(
+        checkpoint,
+        spec,
+        train,
+        {**config, "rotate": rotate, "step_weights": weights_list, "seed": seed},
+        sampler=sampler.generator,
+    )
+    weights = (
+        None
+        if step_weights is None
+        else torch.as_tensor(step_weights, dtype=torch.float32, device=device)
+    )
     meta_loss = learner.meta_loss
     if compile:
-        meta_loss = torch.compile(meta_loss, mode="reduce-overhead" if device.type == "cuda" else "default")
+        meta_loss = torch.compile(
+            meta_loss, mode="reduce-overhead" if device.type == "cuda" else "default"
+        )
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr, fused=device.type == "cuda")
 
     def step_loss(_):
         tasks = sampler.sample(meta_batch)
         return meta_loss(
-            tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
-            step_weights=weights, record_steps=record_steps,
+            tasks.support_x,
+            tasks.support_y,
+            tasks.query_x,
+            tasks.query_y,
+            step_weights=weights,
+            record_steps=record_steps,
         )
 
     kind = "ANIL" if anil else "first-order MAML" if first_order else "MAML"
     history = _run(
-        learner, step_loss, optimizer, val_episodes=val_episodes, eval_every=eval_every,
-        val_batch_size=meta_batch, steps=steps, episodes_per_step=meta_batch, seed=seed,
-        progress=progress, desc=f"{kind} {n_way}-way {n_shot}-shot", checkpoint=checkpoint,
+        learner,
+        step_loss,
+        optimizer,
+        val_episodes=val_episodes,
+        eval_every=eval_every,
+        val_batch_size=meta_batch,
+        steps=steps,
+        episodes_per_step=meta_batch,
+        seed=seed,
+        progress=progress,
+        desc=f"{kind} {n_way}-way {n_shot}-shot",
+        checkpoint=checkpoint,
     )
     return learner, history
 
@@ -349,11 +418,21 @@ def train_pretrained(
     Returns:
         ``(classifier, history)``.
     """
-    spec, model, train = _setup("pretrain", train, hidden_channels, device, seed, n_classes=train.n_classes)
+    spec, model, train = _setup(
+        "pretrain", train, hidden_channels, device, seed, n_classes=train.n_classes
+    )
     x, y = train.flat()
     _track(checkpoint, spec, train, dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
     history = fit(
-        model, x, y, batch_size=batch_size, epochs=epochs, seed=seed, progress=progress,
-        optimizer=torch.optim.Adam(model.parameters(), lr=lr), desc="pre-training", checkpoint=checkpoint,
+        model,
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+        desc="pre-training",
+        checkpoint=checkpoint,
     )
     return model, history

@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..methods.finetune import FineTune
+from ..methods.maml import MAML, maml_classifier
+from ..methods.nearest_neighbour import NearestNeighbourLearner
+from ..methods.prototypes import ProtoNet
+from ..methods.siamese import SiameseNet
 from ..models.classifier import Classifier
 from ..models.conv4 import Conv4
 from .checkpoint import read_checkpoint
-from ..methods.finetune import FineTune
-from ..methods.maml import MAML, maml_classifier
-from ..methods.prototypes import ProtoNet
-from ..methods.siamese import SiameseNet
-from ..methods.nearest_neighbour import NearestNeighbourLearner
 
 #: The ``method`` of every spec, with the options each one's spec adds to
 #: ``image_shape`` and ``hidden_channels``.
@@ -46,7 +46,9 @@ def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
     """
     method = spec.get("method")
     if method not in SPEC_FIELDS:
-        raise ValueError(f"unknown method {method!r} in spec; expected one of {sorted(SPEC_FIELDS)}")
+        raise ValueError(
+            f"unknown method {method!r} in spec; expected one of {sorted(SPEC_FIELDS)}"
+        )
     missing = [f for f in ("image_shape", "hidden_channels", *SPEC_FIELDS[method]) if f not in spec]
     if missing:
         raise ValueError(f"a {method} spec needs the fields {missing}; got {sorted(spec)}")
@@ -108,6 +110,10 @@ def load_learner(
     learner.load_state_dict(payload["state"]["model"])
     if spec["method"] == "pretrain":
         if n_way is None:
-            raise ValueError(f"{path} is a pre-trained classifier: pass n_way= for the head fitted to each task")
-        learner = FineTune(learner.backbone, spec["image_shape"], n_way, lr=finetune_lr, steps=finetune_steps)
+            raise ValueError(
+                f"{path} is a pre-trained classifier: pass n_way= for the head fitted to each task"
+            )
+        learner = FineTune(
+            learner.backbone, spec["image_shape"], n_way, lr=finetune_lr, steps=finetune_steps
+        )
     return learner.to(torch.device("cpu") if device is None else device).eval()
