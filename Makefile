@@ -1,6 +1,7 @@
 # Two entry points (see README.md):
 #   make book   set up .venv and build the HTML book into _build/html (executes every chapter)
-#   make test   set up .venv, build the book, run unit tests, nbval over every chapter and the browser test
+#   make test   set up .venv, lint, build the book, run unit tests, nbval over every chapter and the browser test
+#   make lint   ruff check and ruff format --check (configured in pyproject.toml)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,9 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser book test unit sync clean
+.PHONY: setup lint format browser book test unit sync clean
+
+LINTED := fslearn tests benchmarks conftest.py
 
 setup: $(STAMP)
 
@@ -33,7 +36,16 @@ browser:
 book: setup
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
-test: setup browser book
+lint: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+# Format the code in place (what `make lint` checks).
+format: setup
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
+
+test: setup lint browser book
 	$(BIN)/python -m pytest
 
 unit: setup

@@ -33,7 +33,8 @@ def main():
     args = parser.parse_args()
     device = torch.device(args.device)
     print(
-        f"torch {torch.__version__} on {bench.device_name(device)}; batches of {args.tasks} episodes from 964 classes"
+        f"torch {torch.__version__} on {bench.device_name(device)}; "
+        f"batches of {args.tasks} episodes from 964 classes"
     )
     print(
         bench.format_table(

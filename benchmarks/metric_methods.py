@@ -79,7 +79,8 @@ def main():
     }
     print(f"torch {torch.__version__} on {device}; train: {train}; test: {test}")
     print(
-        f"{args.steps} steps per method, Conv4-{args.hidden}, {args.episodes} fixed test episodes per setting\n"
+        f"{args.steps} steps per method, Conv4-{args.hidden}, "
+        f"{args.episodes} fixed test episodes per setting\n"
     )
     print("| method | train s | " + " | ".join(settings) + " |")
     print("|---|---|" + "---|" * len(settings))

@@ -19,7 +19,8 @@ from .data.dataset import FewShotDataset, to_float, with_rotations
 from .data.embedded import load_embedded
 from .data.lake_runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .data.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
-from .data.omniglot import download_omniglot, load_omniglot, omniglot_split
+from .data.omniglot import download_omniglot, load_omniglot
+from .data.omniglot_splits import omniglot_split
 from .evaluation import Accuracy, confidence_interval, evaluate, evaluate_classifier
 from .methods.adaptation import GradientLearner
 from .methods.finetune import FineTune
@@ -38,14 +39,9 @@ from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler
 from .training.batches import History, fit, iterations_per_epoch
 from .training.checkpoint import Checkpoint, read_checkpoint
+from .training.gradient_recipes import train_maml, train_pretrained
 from .training.memory import activation_bytes
-from .training.recipes import (
-    train_maml,
-    train_pretrained,
-    train_protonet,
-    train_siamese,
-    train_triplet,
-)
+from .training.metric_recipes import train_protonet, train_siamese, train_triplet
 from .training.specs import build_learner, load_learner
 from .training.steps import StepHistory, train_steps
 

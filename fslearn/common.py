@@ -15,10 +15,18 @@ from pathlib import Path
 import torch
 
 
-def check_positive_int(name: str, value) -> int:
-    """``value`` if it is an integer ≥ 1 (not a bool), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+def check_positive_int(name: str, value, *, minimum: int = 1, why: str = "") -> int:
+    """``value`` if it is an integer ≥ ``minimum`` (not a bool), else a ValueError naming ``name``.
+
+    >>> check_positive_int("n_way", 5)
+    5
+    >>> check_positive_int("n_classes", 1, minimum=2, why="a triplet needs a negative")
+    Traceback (most recent call last):
+    ValueError: n_classes must be an integer ≥ 2 (a triplet needs a negative); got 1
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        raise ValueError(f"{name} must be {kind}{f' ({why})' if why else ''}; got {value!r}")
     return value
 
 

@@ -93,7 +93,8 @@ def evaluate(
     """
     if hasattr(episodes, "sample") and not hasattr(episodes, "__len__"):
         raise TypeError(
-            f"{type(episodes).__name__} draws episodes without end, so evaluate would never return; "
+            f"{type(episodes).__name__} draws episodes without end, "
+            "so evaluate would never return; "
             "evaluate on a fixed fsl.EpisodeSet(dataset, n_way, n_shot, n_query, n_episodes)"
         )
     total = len(episodes) if hasattr(episodes, "__len__") else None

@@ -100,7 +100,8 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> t
         images = images.unsqueeze(1)
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(
-            f"images must have shape (N, C, H, W) or (N, H, W) with N ≥ 1; got {tuple(images.shape)}"
+            "images must have shape (N, C, H, W) or (N, H, W) with N ≥ 1; "
+            f"got {tuple(images.shape)}"
         )
     images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     n, c, h, w = images.shape

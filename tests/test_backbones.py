@@ -86,7 +86,7 @@ def test_classifier_shapes_and_errors(device):
     model = fsl.Classifier(fsl.Conv4(3, 32), (3, 84, 84), 5, seed=0).to(device)
     assert model.head.in_features == 800
     assert model(torch.zeros(4, 3, 84, 84, device=device)).shape == (4, 5)
-    with pytest.raises(ValueError, match="n_classes must be ≥ 1; got 0"):
+    with pytest.raises(ValueError, match="n_classes must be a positive integer; got 0"):
         fsl.Classifier(fsl.Conv4(), (1, 28, 28), 0)
     with pytest.raises(ValueError, match="at least 16×16"):
         fsl.Classifier(fsl.Conv4(), (1, 8, 8), 5)

@@ -137,8 +137,8 @@ def test_auto_detects_the_layout_and_prefers_the_pickle(tmp_path, monkeypatch):
     assert miniimagenet._detect_format(tmp_path / "both", "train", "auto") == "pickle"
     assert miniimagenet._detect_format(tmp_path / "both", "train", "csv") == "csv"
     reads = []
-    read_pickle = miniimagenet._read_pickle
-    monkeypatch.setattr(miniimagenet, "_read_pickle", lambda *a: reads.append(a) or read_pickle(*a))
+    read_pickle = miniimagenet.read_pickle
+    monkeypatch.setattr(miniimagenet, "read_pickle", lambda *a: reads.append(a) or read_pickle(*a))
     dataset = load_miniimagenet(tmp_path / "both", progress=False, cache=False)
     assert len(reads) == 1 and dataset.images.shape == (3, 2, 3, 84, 84)
 
@@ -249,8 +249,8 @@ def test_bad_arguments(tmp_path):
 def test_second_load_reads_the_cache(tmp_path, tmp_cache, monkeypatch):
     write_csv_copy(tmp_path, fake_images())
     decodes = []
-    decode = miniimagenet._decode_csv
-    monkeypatch.setattr(miniimagenet, "_decode_csv", lambda *a: decodes.append(a) or decode(*a))
+    decode = miniimagenet.decode_csv
+    monkeypatch.setattr(miniimagenet, "decode_csv", lambda *a: decodes.append(a) or decode(*a))
     first = load_miniimagenet(tmp_path, progress=False)
     assert len(decodes) == 1 and len(list(tmp_cache.glob("miniimagenet-*.pt"))) == 1
     second = load_miniimagenet(tmp_path, progress=False)

@@ -48,7 +48,10 @@ def per_task_meta_loss(
         for _ in range(steps):
             loss = F.cross_entropy(functional_call(model, fast, (support_x[t],)), support_y[t])
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
-            fast = {name: value - inner_lr * g for (name, value), g in zip(fast.items(), grads)}
+            fast = {
+                name: value - inner_lr * g
+                for (name, value), g in zip(fast.items(), grads, strict=True)
+            }
         query_loss = (
             F.cross_entropy(functional_call(model, fast, (query_x[t],)), query_y[t]) / n_tasks
         )
@@ -60,7 +63,8 @@ def per_task_meta_loss(
 
 
 def episode_indices(dataset: FewShotDataset, n_way: int, n_items: int, seed: int):
-    """Endless flat index lists of N-way (K+Q)-shot episodes: easyfsl's TaskSampler, as a batch sampler."""
+    """Endless flat index lists of N-way (K+Q)-shot episodes: easyfsl's TaskSampler, as a batch
+    sampler."""
     generator = torch.Generator().manual_seed(seed)
     while True:
         classes = torch.randperm(dataset.n_classes, generator=generator)[:n_way]

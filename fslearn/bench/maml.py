@@ -49,7 +49,8 @@ MAML_COLUMNS = [
 
 
 def _synthetic(spec: dict, device: torch.device) -> FewShotDataset:
-    """Random uint8 images with the setting's shape, drawn on the CPU so every device sees the same data."""
+    """Random uint8 images with the setting's shape, drawn on the CPU so every device sees the
+    same data."""
     generator = torch.Generator().manual_seed(0)
     shape = (spec["n_classes"], IMAGES_PER_CLASS, *spec["image_shape"])
     images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
@@ -79,7 +80,8 @@ def _meta_iteration(implementation: str, spec: dict, dataset: FewShotDataset, me
         learner = MAML(model, inner_lr=spec["inner_lr"], inner_steps=spec["inner_steps"])
         meta_loss = learner.meta_loss
         if implementation == COMPILED:
-            torch.compiler.reset()  # forget earlier compilations, so the first iteration pays in full
+            # forget earlier compilations, so the first iteration pays in full
+            torch.compiler.reset()
             meta_loss = torch.compile(
                 meta_loss, mode="reduce-overhead" if device.type == "cuda" else "default"
             )
@@ -103,14 +105,16 @@ def _time_one(
     meta_batch: int,
     iterations: int,
 ) -> dict:
-    """One row (without ``speedup``): the first iteration timed alone, untimed warm-ups, then ``iterations`` timed."""
+    """One row (without ``speedup``): the first iteration timed alone, untimed warm-ups, then
+    ``iterations`` timed."""
     device = dataset.device
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     step = _meta_iteration(implementation, spec, dataset, meta_batch)
     first = seconds_per_call(step, device, 1)
-    # CUDA graph trees record on the second call and replay from the third; the CPU needs one warm-up.
+    # CUDA graph trees record on the second call and replay from the third; the CPU needs one
+    # warm-up.
     for _ in range(2 if device.type == "cuda" else 1):
         step()
     seconds = seconds_per_call(step, device, iterations)
@@ -148,7 +152,8 @@ def maml_speed(
         settings: keys of :data:`~fslearn.bench.MAML_SETTINGS`.
         iterations: timed meta-iterations (default 50 on CUDA, 5 on CPU).
         meta_batch: overrides every setting's meta-batch (e.g. for a quick CPU run).
-        compile: also time ``torch.compile(learner.meta_loss)`` as ``train_maml(compile=True)`` does.
+        compile: also time ``torch.compile(learner.meta_loss)`` as ``train_maml(compile=True)``
+            does.
         baseline: also time the per-task loop, :func:`~fslearn.per_task_meta_loss`.
 
     Returns:

@@ -17,7 +17,8 @@ RESULTS_FILE = "results/maml_speed.json"
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """A Markdown table of ``rows``: one column per ``(key, header, format string)``; ``None`` prints as "—"."""
+    """A Markdown table of ``rows``: one column per ``(key, header, format string)``; ``None``
+    prints as "—"."""
     headers = [header for _, header, _ in columns]
     cells = [
         ["—" if row[key] is None else fmt.format(row[key]) for key, _, fmt in columns]
@@ -32,13 +33,19 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     def line(values):
         return (
             "| "
-            + " | ".join(v.ljust(w) if l else v.rjust(w) for v, w, l in zip(values, widths, left))
+            + " | ".join(
+                v.ljust(w) if flush_left else v.rjust(w)
+                for v, w, flush_left in zip(values, widths, left, strict=True)
+            )
             + " |"
         )
 
     rule = (
         "|"
-        + "|".join("-" * (w + 2) if l else "-" * (w + 1) + ":" for w, l in zip(widths, left))
+        + "|".join(
+            "-" * (w + 2) if flush_left else "-" * (w + 1) + ":"
+            for w, flush_left in zip(widths, left, strict=True)
+        )
         + "|"
     )
     return "\n".join([line(headers), rule, *map(line, cells)])
@@ -61,7 +68,8 @@ def command_line(argv: list[str]) -> str:
 
 
 def results_record(rows: list[dict], *, command: str, device, notes: str) -> dict:
-    """The results file's content: the rows with the command, date, device and torch version behind them."""
+    """The results file's content: the rows with the command, date, device and torch version
+    behind them."""
     return {
         "command": command,
         "date": datetime.date.today().isoformat(),

@@ -45,13 +45,15 @@ def sampler_speed(
     for n_way, n_shot, n_query in SHAPES:
         sampler = EpisodeSampler(on_device, n_way, n_shot, n_query, seed=0)
         sampler.sample(n_tasks)  # warm-up: allocations, kernel launches
-        ours = seconds_per_call(lambda: sampler.sample(n_tasks), device, repeats)
+        ours = seconds_per_call(lambda sampler=sampler: sampler.sample(n_tasks), device, repeats)
         batches = dataloader_episodes(dataset, n_way, n_shot, n_query, seed=0)
         next(batches)
 
-        def baseline_batch():
+        def baseline_batch(batches=batches):
             tasks = [next(batches) for _ in range(n_tasks)]
-            return [torch.stack(part).to(device, non_blocking=True) for part in zip(*tasks)]
+            return [
+                torch.stack(part).to(device, non_blocking=True) for part in zip(*tasks, strict=True)
+            ]
 
         base = seconds_per_call(baseline_batch, device, repeats)
         rows.append(

@@ -25,7 +25,8 @@ def device_name(device) -> str:
 
 
 def seconds_per_call(fn, device: torch.device, repeats: int) -> float:
-    """Mean wall-clock seconds of ``repeats`` calls of ``fn``, including the device's queued work."""
+    """Mean wall-clock seconds of ``repeats`` calls of ``fn``, including the device's queued
+    work."""
     sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
@@ -36,7 +37,8 @@ def seconds_per_call(fn, device: torch.device, repeats: int) -> float:
 
 @contextlib.contextmanager
 def tf32(device: torch.device):
-    """TF32 matmuls on a GPU (cuDNN convolutions use TF32 by default), as the figures of the design notes."""
+    """TF32 matmuls on a GPU (cuDNN convolutions use TF32 by default), as the figures of the
+    design notes."""
     saved = torch.get_float32_matmul_precision()
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")

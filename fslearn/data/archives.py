@@ -53,8 +53,8 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as error:
         raise ValueError(
-            f"{path} (md5 {md5(path)}) is not a valid zip file: it is probably truncated or an HTML "
-            f"error page saved under a .zip name. Delete it and download it again."
+            f"{path} (md5 {md5(path)}) is not a valid zip file: it is probably truncated or an "
+            f"HTML error page saved under a .zip name. Delete it and download it again."
         ) from error
 
 

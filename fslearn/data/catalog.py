@@ -5,11 +5,13 @@ from __future__ import annotations
 from .dataset import FewShotDataset
 from .embedded import load_embedded
 from .miniimagenet import load_miniimagenet
-from .omniglot import load_omniglot, omniglot_split
+from .omniglot import load_omniglot
+from .omniglot_splits import omniglot_split
 
 #: Names :func:`load_dataset` accepts.
 DATASETS = ("embedded", "omniglot", "omniglot-small", "miniimagenet")
-#: The options of :func:`load_dataset` each dataset takes, besides split, image size, progress, device.
+#: The options of :func:`load_dataset` each dataset takes, besides split, image size, progress,
+#: device.
 OPTIONS = {
     "embedded": ("seed",),
     "omniglot": ("protocol", "root", "download", "seed"),
@@ -42,9 +44,11 @@ def load_dataset(
     ========================  =====================================================================
     name                      splits
     ========================  =====================================================================
-    ``"embedded"``            ``train`` (30 background alphabets), ``test`` (20 evaluation alphabets)
+    ``"embedded"``            ``train`` (30 background alphabets), ``test`` (20 evaluation
+                              alphabets)
     ``"omniglot"``            ``train`` / ``test`` (``protocol="lake"``: background / evaluation),
-                              ``vinyals``: ``train`` / ``test``; ``maml``: ``train`` / ``val`` / ``test``
+                              ``vinyals``: ``train`` / ``test``; ``maml``: ``train`` / ``val`` /
+                              ``test``
     ``"omniglot-small"``      ``train`` = ``images_background_small1``; ``test`` = the alphabets of
                               ``images_background_small2`` that small1 lacks
     ``"miniimagenet"``        ``train`` / ``val`` / ``test`` from a copy in ``root``
@@ -80,7 +84,8 @@ def load_dataset(
         listed = ", ".join(f"{key}={given[key]!r}" for key in unused)
         raise ValueError(
             f"{listed} does not apply to {name!r}, which takes {', '.join(OPTIONS[name])}"
-            f"{' (seed only with protocol vinyals or maml)' if name == 'omniglot' else ''}; leave it out"
+            f"{' (seed only with protocol vinyals or maml)' if name == 'omniglot' else ''}"
+            "; leave it out"
         )
     protocol = protocol or "lake"
     download = bool(download)
@@ -98,8 +103,9 @@ def load_dataset(
         _check_split(name, split, ("train", "val", "test"))
         if root is None:
             raise ValueError(
-                "miniImageNet cannot be downloaded freely: pass the folder of your copy (split CSVs + images/, "
-                "or mini-imagenet-cache-*.pkl) as root= (on the command line: --data-root)"
+                "miniImageNet cannot be downloaded freely: pass the folder of your copy "
+                "(split CSVs + images/, or mini-imagenet-cache-*.pkl) as root= "
+                "(on the command line: --data-root)"
             )
         return load_miniimagenet(
             root, split, image_size=image_size or 84, progress=progress, device=device

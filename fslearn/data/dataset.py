@@ -32,7 +32,8 @@ class FewShotDataset:
     def __post_init__(self):
         if self.images.dim() != 5:
             raise ValueError(
-                f"images must have shape (n_classes, n_per_class, C, H, W); got {tuple(self.images.shape)}"
+                "images must have shape (n_classes, n_per_class, C, H, W); "
+                f"got {tuple(self.images.shape)}"
             )
         n_classes, n_per_class = self.images.shape[:2]
         if n_classes == 0 or n_per_class == 0:
@@ -41,7 +42,8 @@ class FewShotDataset:
             )
         if len(self.class_names) != n_classes or len(self.groups) != n_classes:
             raise ValueError(
-                f"{n_classes} classes but {len(self.class_names)} class names and {len(self.groups)} groups"
+                f"{n_classes} classes but {len(self.class_names)} class names and "
+                f"{len(self.groups)} groups"
             )
 
     @property

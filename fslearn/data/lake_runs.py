@@ -73,8 +73,9 @@ def _check_layout(names, source: Path) -> dict[str, str]:
     missing = [f for f in expected if f not in files]
     if missing:
         raise ValueError(
-            f"{source} is not Lake et al.'s all_runs layout: {len(missing)} of its {len(expected)} files "
-            f"are missing, e.g. {missing[:3]} (expected run01..run{N_RUNS:02d}, each with "
+            f"{source} is not Lake et al.'s all_runs layout: {len(missing)} of its "
+            f"{len(expected)} files are missing, e.g. {missing[:3]} "
+            f"(expected run01..run{N_RUNS:02d}, each with "
             f"class_labels.txt, training/class01..{N_WAY:02d}.png and test/item01..{N_WAY:02d}.png)"
         )
     return files
@@ -94,7 +95,8 @@ def _labels(text: str, run: str, source: Path) -> torch.Tensor:
         item, label = int(match[2]), int(match[4])
         if not (1 <= item <= N_WAY and 1 <= label <= N_WAY) or classes[item - 1] != -1:
             raise ValueError(
-                f"{source}: {run}/class_labels.txt line {number} ({line!r}) is out of range or repeated"
+                f"{source}: {run}/class_labels.txt line {number} ({line!r}) "
+                "is out of range or repeated"
             )
         classes[item - 1] = label - 1
     if -1 in classes:
@@ -158,7 +160,8 @@ def load_runs(
         elif not path.exists():
             raise FileNotFoundError(
                 f"{path} does not exist. Call load_runs(download=True) to download it from "
-                f"{RUNS_URL}, or put the zip there, or pass path= to a copy (zip or extracted folder)"
+                f"{RUNS_URL}, or put the zip there, or pass path= to a copy "
+                "(zip or extracted folder)"
             )
     source = Path(path).expanduser()
     runs = []

@@ -1,9 +1,11 @@
-"""Real Omniglot (Lake et al. 2015): download, verify, extract, decode, cache and split.
+"""Real Omniglot (Lake et al. 2015): download, verify, extract, decode and cache.
 
 The four published zips hold ``<name>/<Alphabet>/characterNN/<id>_<drawer>.png``:
 105×105 one-bit images, black ink on white, 20 drawers per character. Loading
 inverts them (ink 255 on 0, like every fslearn dataset), resizes them, and caches
-the decoded tensors, so only the first load pays for decoding the PNGs.
+the decoded tensors, so only the first load pays for decoding the PNGs. The
+protocols that split the characters into training and test classes are in
+:mod:`fslearn.data.omniglot_splits`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..common import atomic_path, cache_dir, cached
 from .archives import fetch, md5, open_source
-from .dataset import FewShotDataset, with_rotations
+from .dataset import FewShotDataset
 
 _BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 OMNIGLOT_MD5 = {
@@ -33,12 +35,6 @@ OMNIGLOT_MD5 = {
 OMNIGLOT_URLS = {name: f"{_BASE_URL}/{name}.zip" for name in OMNIGLOT_MD5}
 # Bump when decoding changes, so caches written by older code are not reused.
 _CACHE_VERSION = 1
-
-# Characters (train, val, test) of each protocol, out of Omniglot's 1 623.
-N_CHARACTERS = 1623
-PROTOCOL_SIZES = {"vinyals": (1200, 0, 423), "maml": (1100, 100, 423)}
-PROTOCOLS = ("lake", *PROTOCOL_SIZES)
-SPLIT_NAMES = ("train", "val", "test")
 
 
 def _check_name(name: str) -> str:
@@ -106,7 +102,8 @@ def read_ink(data: bytes, image_size: int) -> np.ndarray:
     """One black-on-white PNG as uint8 ink (255) on 0, resized to ``(image_size, image_size)``."""
     image = ImageOps.invert(Image.open(io.BytesIO(data)).convert("L"))
     if image.size != (image_size, image_size):
-        # Lanczos reproduces the book's reference pixel-space accuracies; bilinear scores ~1 point higher.
+        # Lanczos reproduces the book's reference pixel-space accuracies; bilinear scores
+        # about 1 point higher.
         image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.uint8)
 
@@ -150,7 +147,11 @@ def _index(names, source: Path) -> list[tuple[str, str, list[str]]]:
 def _decode(
     source: Path, image_size: int, progress: bool
 ) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Decode every character of a zip or folder: images ``(n, drawers, 1, s, s)``, names, alphabets."""
+    """Decode every character of a zip or folder.
+
+    Returns:
+        Images ``(n, drawers, 1, s, s)``, class names and alphabets.
+    """
     with open_source(source) as (names, read):
         index = _index(names, source)
         images = np.empty((len(index), len(index[0][2]), 1, image_size, image_size), dtype=np.uint8)
@@ -221,8 +222,10 @@ def load_omniglot(
         if not source.exists():
             if not download:
                 raise FileNotFoundError(
-                    f"{source} does not exist. Call load_omniglot({name!r}, download=True) to download "
-                    f"it from {OMNIGLOT_URLS[name]}, or put the zip at {source}, or pass path= to a copy"
+                    f"{source} does not exist. Call load_omniglot({name!r}, download=True) to "
+                    "download "
+                    f"it from {OMNIGLOT_URLS[name]}, or put the zip at {source}, or pass path= to "
+                    "a copy"
                 )
             download_omniglot(name, root, progress)
     else:
@@ -250,105 +253,3 @@ def load_omniglot(
         saved["images"], saved["class_names"], saved["groups"], f"omniglot {name} {image_size}px"
     )
     return dataset if device is None else dataset.to(device)
-
-
-def _protocol_sizes(protocol: str, n: int, sizes) -> tuple[int, int, int]:
-    if sizes is None:
-        # The paper's split fractions, exact for Omniglot's 1 623 characters.
-        train, val, _ = (round(n * s / N_CHARACTERS) for s in PROTOCOL_SIZES[protocol])
-        sizes = (train, val, n - train - val)
-    sizes = tuple(int(s) for s in sizes)
-    if len(sizes) != 3 or min(sizes) < 0 or sum(sizes) > n:
-        raise ValueError(
-            f"sizes must be 3 counts (train, val, test) summing to at most {n} characters; got {sizes}"
-        )
-    needs_val = PROTOCOL_SIZES[protocol][1] > 0
-    if sizes[0] < 1 or sizes[2] < 1 or (needs_val and sizes[1] < 1):
-        raise ValueError(
-            f"a pool of {n} characters is too small for the {protocol!r} protocol: it gives "
-            f"(train, val, test) = {sizes}. Load more alphabets or pass sizes=(train, val, test)"
-        )
-    return sizes
-
-
-def omniglot_split(
-    background: FewShotDataset,
-    evaluation: FewShotDataset,
-    protocol: str,
-    split: str,
-    seed: int = 0,
-    sizes=None,
-) -> FewShotDataset:
-    """One split of Omniglot under a published protocol (say which one a number uses).
-
-    ``"lake"`` (Lake et al. 2015): the background alphabets train, the evaluation
-    alphabets test; there is no validation split and no randomness.
-
-    ``"vinyals"`` (Vinyals et al. 2016, Snell et al. 2017): all characters of both
-    datasets are pooled (background first) and shuffled with ``seed``; the first 1 200
-    train, the other 423 test. Every class is then rotated by 0, 90, 180 and 270 degrees,
-    each rotation a class of its own (:func:`~fslearn.with_rotations`): 4 800
-    training classes. The test classes are rotated too (1 692 classes), as Snell et al.
-    test on rotated classes. Vinyals et al.'s own character list is not published with
-    the data, so the characters differ from theirs; the sizes do not.
-
-    ``"maml"`` (Finn et al. 2017): the same shuffled pool split 1 100 / 100 / 423, with
-    no rotation classes: MAML instead rotates each class of an episode by a random
-    multiple of 90 degrees when the episode is sampled, which the episode sampler does.
-
-    Args:
-        background: the ``images_background`` dataset (or any training pool).
-        evaluation: the ``images_evaluation`` dataset (or any test pool).
-        protocol: ``"lake"``, ``"vinyals"`` or ``"maml"``.
-        split: ``"train"``, ``"val"`` (``"maml"`` only) or ``"test"``.
-        seed: the seed of the shuffle (``"vinyals"`` and ``"maml"``).
-        sizes: ``(train, val, test)`` character counts; default the paper's, scaled to the
-            pool's size (exactly the paper's for all 1 623 characters), so that small
-            pools work too.
-
-    Returns:
-        The split's classes; with ``"vinyals"``, ``4 × n_characters`` classes, named
-        ``"Alphabet/characterNN@rot90"`` and so on.
-
-    Raises:
-        ValueError: unknown protocol or split, overlapping pools, or a pool too small.
-    """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"split must be one of {SPLIT_NAMES}; got {split!r}")
-    if split == "val" and protocol != "maml":
-        raise ValueError(
-            f"the {protocol!r} protocol has no validation split; use protocol='maml' or hold out "
-            f"some training classes yourself"
-        )
-    shared = sorted(set(background.class_names) & set(evaluation.class_names))
-    if shared:
-        raise ValueError(
-            f"{background.name} and {evaluation.name} share {len(shared)} classes (e.g. {shared[:3]}); "
-            f"pool disjoint datasets (small1 and small2 both hold Greek and Latin)"
-        )
-    name = f"omniglot {protocol} {split}"
-    if protocol == "lake":
-        if sizes is not None:
-            raise ValueError("the 'lake' protocol uses the datasets as given; it takes no sizes")
-        chosen = background if split == "train" else evaluation
-        return FewShotDataset(chosen.images, chosen.class_names, chosen.groups, name)
-    if background.images.shape[1:] != evaluation.images.shape[1:]:
-        raise ValueError(
-            f"cannot pool images of shape {tuple(background.images.shape[1:])} and "
-            f"{tuple(evaluation.images.shape[1:])}; load both at the same image_size"
-        )
-    n = background.n_classes + evaluation.n_classes
-    train, val, test = _protocol_sizes(protocol, n, sizes)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    start = {"train": 0, "val": train, "test": train + val}[split]
-    chosen = order[start : start + {"train": train, "val": val, "test": test}[split]]
-    pool = FewShotDataset(
-        torch.cat([background.images, evaluation.images.to(background.device)]),
-        background.class_names + evaluation.class_names,
-        background.groups + evaluation.groups,
-    ).select(chosen)
-    if protocol == "vinyals":
-        pool = with_rotations(pool)
-    return FewShotDataset(pool.images, pool.class_names, pool.groups, f"{name} (seed {seed})")

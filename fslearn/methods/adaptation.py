@@ -25,13 +25,15 @@ from ..evaluation import confidence_interval
 
 
 def check_head_and_body(model: nn.Module) -> None:
-    """Raise unless ``model`` has a ``backbone`` and a ``head`` (as :class:`~fslearn.Classifier` does)."""
+    """Raise unless ``model`` has a ``backbone`` and a ``head`` (as :class:`~fslearn.Classifier`
+    does)."""
     if not (
         isinstance(getattr(model, "backbone", None), nn.Module)
         and isinstance(getattr(model, "head", None), nn.Module)
     ):
         raise ValueError(
-            f"adapting only the head needs a model with .backbone and .head modules; got {type(model).__name__}. "
+            "adapting only the head needs a model with .backbone and .head modules; "
+            f"got {type(model).__name__}. "
             "Wrap the network as fsl.Classifier(backbone, image_shape, n_way)"
         )
 
@@ -82,7 +84,8 @@ class GradientLearner(nn.Module):
         return dict(self.model.named_parameters())
 
     def _task_inputs(self, params: dict, support_x: torch.Tensor, query_x: torch.Tensor | None):
-        """What the inner loop differentiates: ``(fast params, apply, support input, query input)``."""
+        """What the inner loop differentiates:
+        ``(fast params, apply, support input, query input)``."""
         if not self.head_only:
             return params, lambda p, x: functional_call(self.model, p, (x,)), support_x, query_x
         body = _subdict(params, "backbone.")
@@ -136,18 +139,22 @@ class GradientLearner(nn.Module):
         batched = support_x.dim() == 5
         if support_x.dim() not in (4, 5) or support_y.dim() != support_x.dim() - 3:
             raise ValueError(
-                "support_x must be (n_way * n_shot, C, H, W) with support_y (n_way * n_shot,), or with a leading "
-                f"task dimension T; got support_x {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}"
+                "support_x must be (n_way * n_shot, C, H, W) with support_y (n_way * n_shot,), "
+                "or with a leading task dimension T; "
+                f"got support_x {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}"
             )
         if query_x is not None and query_x.dim() != support_x.dim():
             raise ValueError(
-                f"query_x has shape {tuple(query_x.shape)} but support_x has {tuple(support_x.shape)}"
+                f"query_x has shape {tuple(query_x.shape)} "
+                f"but support_x has {tuple(support_x.shape)}"
             )
         n_way = _n_way(self.model)
         if n_way is not None and int(support_y.max()) >= n_way:
             raise ValueError(
-                f"the support labels go up to {int(support_y.max())} but the model's head has {n_way} outputs; "
-                f"build the model with n_way = {int(support_y.max()) + 1} outputs or sample {n_way}-way episodes"
+                f"the support labels go up to {int(support_y.max())} "
+                f"but the model's head has {n_way} outputs; "
+                f"build the model with n_way = {int(support_y.max()) + 1} outputs "
+                f"or sample {n_way}-way episodes"
             )
         return batched
 
@@ -173,7 +180,8 @@ class GradientLearner(nn.Module):
         return {name: value.detach() for name, value in self._full_params(params, fast).items()}
 
     def predict(self, query_x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits ``(B, n_way)`` of ``query_x`` ``(B, C, H, W)`` under ``params`` from :meth:`adapt`."""
+        """Logits ``(B, n_way)`` of ``query_x`` ``(B, C, H, W)`` under ``params`` from
+        :meth:`adapt`."""
         return functional_call(self.model, params, (query_x,))
 
     def forward(
@@ -183,7 +191,8 @@ class GradientLearner(nn.Module):
         query_x: torch.Tensor,
         steps: int | None = None,
     ) -> torch.Tensor:
-        """Adapt on the support set, then classify the queries: ``(…, n_way * n_query, n_way)`` logits."""
+        """Adapt on the support set, then classify the queries: ``(…, n_way * n_query, n_way)``
+        logits."""
         return self._query_logits(support_x, support_y, query_x, steps, every_step=False)[-1]
 
     def step_logits(
@@ -215,7 +224,8 @@ class GradientLearner(nn.Module):
         out = (vmap(task) if batched else task)(support_x, support_y, query_x)
         if not torch.isfinite(out).all():
             raise FloatingPointError(
-                f"adaptation diverged: query logits are not finite after {steps} steps with inner_lr={self.inner_lr}; "
+                f"adaptation diverged: query logits are not finite after {steps} steps "
+                f"with inner_lr={self.inner_lr}; "
                 "lower the learning rate, or check the images for NaN"
             )
         return list(out.unbind(1 if batched else 0))

@@ -42,9 +42,10 @@ def check_batch_norm(model: nn.Module, second_order: bool) -> None:
     ]
     if tracking:
         raise ValueError(
-            f"MAML normalises with per-task batch statistics, but batch-norm layers {tracking} track running "
-            "statistics, which cannot be updated per task under vmap; build the backbone with "
-            "track_running_stats=False, e.g. fsl.Conv4(track_running_stats=False)"
+            "MAML normalises with per-task batch statistics, but batch-norm layers "
+            f"{tracking} track running statistics, which cannot be updated per task under vmap; "
+            "build the backbone with track_running_stats=False, "
+            "e.g. fsl.Conv4(track_running_stats=False)"
         )
     fused = [
         name
@@ -54,9 +55,9 @@ def check_batch_norm(model: nn.Module, second_order: bool) -> None:
     ]
     if second_order and fused:
         raise ValueError(
-            f"second-order MAML differentiates batch norm twice under vmap, where torch's fused kernel "
-            f"{fused} gives wrong second derivatives; use fsl.TaskBatchNorm2d (fsl.Conv4(track_running_stats=False) "
-            "does), or first_order=True"
+            "second-order MAML differentiates batch norm twice under vmap, where torch's fused "
+            f"kernel {fused} gives wrong second derivatives; use fsl.TaskBatchNorm2d "
+            "(fsl.Conv4(track_running_stats=False) does), or first_order=True"
         )
 
 
@@ -115,7 +116,10 @@ class MAML(GradientLearner):
 
     def extra_repr(self) -> str:
         kind = "ANIL" if self.anil else "first-order" if self.first_order else "second-order"
-        return f"{kind}, inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, test_steps={self.test_steps}"
+        return (
+            f"{kind}, inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
+            f"test_steps={self.test_steps}"
+        )
 
     def meta_loss(
         self,
@@ -147,12 +151,14 @@ class MAML(GradientLearner):
         steps = self.inner_steps if steps is None else steps
         if support_x.dim() != 5:
             raise ValueError(
-                f"meta_loss takes a batch of tasks: support_x of shape (T, n_way * n_shot, C, H, W); got "
-                f"{tuple(support_x.shape)}. Sample with sampler.sample(n_tasks=T)"
+                "meta_loss takes a batch of tasks: support_x of shape "
+                f"(T, n_way * n_shot, C, H, W); got {tuple(support_x.shape)}. "
+                "Sample with sampler.sample(n_tasks=T)"
             )
         if step_weights is not None and tuple(step_weights.shape) != (steps,):
             raise ValueError(
-                f"step_weights must have shape (steps,) = ({steps},); got {tuple(step_weights.shape)}"
+                f"step_weights must have shape (steps,) = ({steps},); "
+                f"got {tuple(step_weights.shape)}"
             )
         params = self.params()
 

@@ -32,7 +32,8 @@ class NearestNeighbourLearner(nn.Module):
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
-        """``(n_way * n_shot, C, H, W)``, ``(n_way * n_shot,)``, ``(n_query, C, H, W)`` → logits ``(n_query, n_way)``."""
+        """``(n_way * n_shot, C, H, W)``, ``(n_way * n_shot,)``, ``(n_query, C, H, W)`` → logits
+        ``(n_query, n_way)``."""
         n_way = int(support_y.max()) + 1 if support_y.numel() else 0
         support, queries = self.backbone(support_x), self.backbone(query_x)
         if self.rule == "nearest-prototype":

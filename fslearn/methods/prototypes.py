@@ -1,4 +1,5 @@
-"""Nearest-prototype classification: the pixel baseline and prototypical networks (Snell et al. 2017)."""
+"""Nearest-prototype classification: the pixel baseline and prototypical networks
+(Snell et al. 2017)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,14 @@ class ProtoNet(NearestPrototype):
     ``query_y`` is the training loss.
 
     Args:
-        backbone: maps images ``(B, C, H, W)`` to embeddings ``(B, D)``, e.g. :class:`~fslearn.Conv4`.
+        backbone: maps images ``(B, C, H, W)`` to embeddings ``(B, D)``, e.g.
+            :class:`~fslearn.Conv4`.
         distance: ``"euclidean"`` (squared, the paper's choice) or ``"cosine"``.
         scale: multiplies the logits (the inverse of a softmax temperature); default
             1 for Euclidean and 10 for cosine, whose similarities lie in [−1, 1] and
             would otherwise give a nearly uniform softmax.
-        learn_scale: make ``scale`` a trained parameter (stored as its logarithm, so it stays positive).
+        learn_scale: make ``scale`` a trained parameter (stored as its logarithm, so it stays
+            positive).
     """
 
     def __init__(

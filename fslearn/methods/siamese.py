@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import seeded
+from ..common import check_positive_int, seeded
 from .metric import max_per_class
 
 
@@ -43,7 +43,8 @@ def contrastive_loss(
 
 
 class SiameseNet(nn.Module):
-    """Two copies of one backbone, compared; one-shot classification by the most similar support image.
+    """Two copies of one backbone, compared; one-shot classification by the most similar support
+    image.
 
     Args:
         backbone: maps images ``(B, C, H, W)`` to embeddings ``(B, embedding_dim)``.
@@ -68,12 +69,7 @@ class SiameseNet(nn.Module):
         super().__init__()
         if head not in ("koch", "contrastive"):
             raise ValueError(f"head must be 'koch' or 'contrastive'; got {head!r}")
-        if (
-            isinstance(embedding_dim, bool)
-            or not isinstance(embedding_dim, int)
-            or embedding_dim < 1
-        ):
-            raise ValueError(f"embedding_dim must be a positive integer; got {embedding_dim!r}")
+        check_positive_int("embedding_dim", embedding_dim)
         self.backbone = backbone
         self.embedding_dim = embedding_dim
         self.head_type = head
@@ -87,12 +83,14 @@ class SiameseNet(nn.Module):
         if embeddings.shape[1:] != (self.embedding_dim,):
             raise ValueError(
                 f"the backbone returned embeddings of shape {tuple(embeddings.shape)}; expected "
-                f"(B, {self.embedding_dim}). Pass embedding_dim={embeddings[0].numel()} or flatten the backbone's output"
+                f"(B, {self.embedding_dim}). Pass embedding_dim={embeddings[0].numel()} "
+                "or flatten the backbone's output"
             )
         return embeddings
 
     def _score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Scores of embeddings broadcast against each other: ``(..., D)`` × ``(..., D)`` → ``(...)``."""
+        """Scores of embeddings broadcast against each other: ``(..., D)`` × ``(..., D)`` →
+        ``(...)``."""
         if self.head_type == "koch":
             return self.head((a - b).abs()).squeeze(-1)
         return -torch.linalg.vector_norm(a - b, dim=-1)

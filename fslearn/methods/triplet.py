@@ -102,7 +102,8 @@ def mine_triplets(
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
     if embeddings.dim() != 2 or labels.shape != embeddings.shape[:1]:
         raise ValueError(
-            f"embeddings must have shape (B, D) and labels (B,); got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
+            "embeddings must have shape (B, D) and labels (B,); "
+            f"got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
         )
     batch = labels.shape[0]
     same = labels[:, None] == labels[None, :]  # (B, B)
@@ -114,8 +115,9 @@ def mine_triplets(
         lonely = labels[~usable].unique().tolist()
         raise ValueError(
             f"labels {lonely} have no positive or no negative in this batch of labels "
-            f"{sorted(set(labels.tolist()))}: every label needs at least two images and there must be "
-            f"at least two labels; draw batches with PKSampler(n_classes ≥ 2, n_per_class ≥ 2)"
+            f"{sorted(set(labels.tolist()))}: every label needs at least two images "
+            "and there must be at least two labels; "
+            "draw batches with PKSampler(n_classes ≥ 2, n_per_class ≥ 2)"
         )
     anchors = torch.arange(batch, device=labels.device)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import seeded
+from ..common import check_positive_int, seeded
 
 
 class Classifier(nn.Module):
@@ -22,8 +22,7 @@ class Classifier(nn.Module):
         self, backbone: nn.Module, image_shape, n_classes: int, *, seed: int | None = None
     ):
         super().__init__()
-        if n_classes < 1:
-            raise ValueError(f"n_classes must be ≥ 1; got {n_classes}")
+        check_positive_int("n_classes", n_classes)
         self.backbone = backbone
         with seeded(seed):
             self.head = nn.Linear(backbone.embedding_dim(image_shape), n_classes)

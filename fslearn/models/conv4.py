@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import seeded
+from ..common import check_positive_int, seeded
 from .task_batch_norm import TaskBatchNorm2d
 
 #: Each block halves height and width with a 2×2 max-pool; below this many
@@ -16,7 +16,8 @@ MIN_IMAGE_SIZE = 16
 def conv_block(
     in_channels: int, out_channels: int, *, track_running_stats: bool = True
 ) -> nn.Sequential:
-    """3×3 convolution → batch norm → ReLU → 2×2 max-pool: ``(B, C_in, H, W) → (B, C_out, H//2, W//2)``.
+    """3×3 convolution → batch norm → ReLU → 2×2 max-pool:
+    ``(B, C_in, H, W) → (B, C_out, H//2, W//2)``.
 
     With ``track_running_stats=False`` the batch norm is a :class:`TaskBatchNorm2d`.
     """
@@ -53,10 +54,8 @@ class Conv4(nn.Sequential):
         track_running_stats: bool = True,
         seed: int | None = None,
     ):
-        if in_channels < 1 or hidden_channels < 1:
-            raise ValueError(
-                f"in_channels and hidden_channels must be ≥ 1; got {in_channels} and {hidden_channels}"
-            )
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("hidden_channels", hidden_channels)
         with seeded(seed):
             blocks = [
                 conv_block(c_in, hidden_channels, track_running_stats=track_running_stats)
@@ -67,7 +66,8 @@ class Conv4(nn.Sequential):
         self.hidden_channels = hidden_channels
 
     def __getitem__(self, index):
-        # nn.Sequential rebuilds a slice through self.__class__, whose __init__ takes widths, not modules.
+        # nn.Sequential rebuilds a slice through self.__class__, whose __init__ takes widths,
+        # not modules.
         if isinstance(index, slice):
             return nn.Sequential(*list(self)[index])
         return super().__getitem__(index)

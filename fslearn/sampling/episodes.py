@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .subsets import random_subsets
 
@@ -62,8 +63,7 @@ class Episode:
 def check_episode_shape(dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int) -> None:
     """Raise a ValueError naming the numbers when ``dataset`` cannot give such episodes."""
     for name, value in (("n_way", n_way), ("n_shot", n_shot), ("n_query", n_query)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        check_positive_int(name, value)
     if n_way > dataset.n_classes:
         raise ValueError(
             f"n_way={n_way} but {dataset.name} has only {dataset.n_classes} classes; "
@@ -72,12 +72,14 @@ def check_episode_shape(dataset: FewShotDataset, n_way: int, n_shot: int, n_quer
     if n_shot + n_query > dataset.n_per_class:
         raise ValueError(
             f"n_shot + n_query = {n_shot} + {n_query} = {n_shot + n_query} images per class, but "
-            f"{dataset.name} has only {dataset.n_per_class} per class; use n_shot + n_query ≤ {dataset.n_per_class}"
+            f"{dataset.name} has only {dataset.n_per_class} per class; "
+            f"use n_shot + n_query ≤ {dataset.n_per_class}"
         )
 
 
 def _rotate_per_class(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` of shape ``(T, n_way, P, C, H, W)`` by ``quarter_turns[t, w]`` × 90°, without a host sync."""
+    """Rotate ``x`` of shape ``(T, n_way, P, C, H, W)`` by ``quarter_turns[t, w]`` × 90°, without
+    a host sync."""
     k = quarter_turns[:, :, None, None, None, None]
     out = x
     for turns in (1, 2, 3):
@@ -86,7 +88,8 @@ def _rotate_per_class(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Ten
 
 
 def _assemble(images, classes, instances, n_shot, quarter_turns=None) -> Episode:
-    """Gather an episode batch from class indices ``(T, n_way)`` and instance indices ``(T, n_way, K+Q)``."""
+    """Gather an episode batch from class indices ``(T, n_way)`` and instance indices
+    ``(T, n_way, K+Q)``."""
     n_tasks, n_way = classes.shape
     x = images[classes[..., None], instances]  # (T, n_way, K+Q, C, H, W)
     if quarter_turns is not None:
@@ -163,15 +166,14 @@ class EpisodeSampler:
     def __repr__(self) -> str:
         return (
             f"EpisodeSampler({self.n_way}-way {self.n_shot}-shot {self.n_query}-query from "
-            f"{self.dataset.n_classes} classes on {self.dataset.device}{', rotated' if self.rotate else ''})"
+            f"{self.dataset.n_classes} classes on {self.dataset.device}"
+            f"{', rotated' if self.rotate else ''})"
         )
 
     def sample(self, n_tasks: int | None = None) -> Episode:
         """One episode, or ``n_tasks`` of them stacked on a leading dimension."""
-        if n_tasks is not None and (
-            isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1
-        ):
-            raise ValueError(f"n_tasks must be a positive integer or None; got {n_tasks!r}")
+        if n_tasks is not None:
+            check_positive_int("n_tasks", n_tasks, why="or None for one episode")
         tasks = 1 if n_tasks is None else n_tasks
         device = self.dataset.device
         classes = random_subsets(
@@ -231,8 +233,7 @@ class EpisodeSet:
         seed: int = 0,
     ):
         check_episode_shape(dataset, n_way, n_shot, n_query)
-        if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
-            raise ValueError(f"n_episodes must be a positive integer; got {n_episodes!r}")
+        check_positive_int("n_episodes", n_episodes)
         generator = torch.Generator().manual_seed(seed)
         self.dataset = dataset
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query

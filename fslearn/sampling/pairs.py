@@ -1,9 +1,11 @@
-"""Balanced pairs of images, half from one class and half from two: what a Siamese network trains on."""
+"""Balanced pairs of images, half from one class and half from two: what a Siamese network trains
+on."""
 
 from __future__ import annotations
 
 import torch
 
+from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .subsets import random_subsets
 
@@ -24,18 +26,22 @@ class PairSampler:
     def __init__(self, dataset: FewShotDataset, *, seed: int = 0):
         if dataset.n_classes < 2:
             raise ValueError(
-                f"{dataset.name} has {dataset.n_classes} class; negative pairs need at least 2 classes"
+                f"{dataset.name} has {dataset.n_classes} class; "
+                "negative pairs need at least 2 classes"
             )
         if dataset.n_per_class < 2:
             raise ValueError(
-                f"{dataset.name} has {dataset.n_per_class} image per class; positive pairs need two "
-                f"different images of a class, so at least 2 per class"
+                f"{dataset.name} has {dataset.n_per_class} image per class; positive pairs need "
+                f"two different images of a class, so at least 2 per class"
             )
         self.dataset = dataset
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
 
     def __repr__(self) -> str:
-        return f"PairSampler({self.dataset.n_classes} classes × {self.dataset.n_per_class} images on {self.dataset.device})"
+        return (
+            f"PairSampler({self.dataset.n_classes} classes × {self.dataset.n_per_class} images "
+            f"on {self.dataset.device})"
+        )
 
     def sample(self, n_pairs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n_pairs`` pairs in random order, half positive and half negative.
@@ -46,9 +52,10 @@ class PairSampler:
             1.0 where the two images show the same class (two different
             images of it) and 0.0 where they show two different classes.
         """
-        if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or n_pairs < 2 or n_pairs % 2:
+        check_positive_int("n_pairs", n_pairs, minimum=2, why="half positive, half negative pairs")
+        if n_pairs % 2:
             raise ValueError(
-                f"n_pairs must be a positive even integer (half positive, half negative pairs); got {n_pairs!r}"
+                f"n_pairs must be even (half positive, half negative pairs); got {n_pairs}"
             )
         half = n_pairs // 2
         data, g = self.dataset, self.generator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .subsets import random_subsets
 
@@ -19,15 +20,14 @@ class PKSampler:
         seed: seeds the sampler's own generator (on the dataset's device).
 
     Example:
-        >>> x, y = PKSampler(background, n_classes=16, n_per_class=4).sample()   # x: (64, 1, 28, 28)
+        >>> x, y = PKSampler(background, n_classes=16, n_per_class=4).sample()  # x: (64, 1, 28, 28)
     """
 
     def __init__(self, dataset: FewShotDataset, n_classes: int, n_per_class: int, *, seed: int = 0):
         for name, value in (("n_classes", n_classes), ("n_per_class", n_per_class)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(
-                    f"{name} must be an integer ≥ 2 (a triplet needs a positive and a negative); got {value!r}"
-                )
+            check_positive_int(
+                name, value, minimum=2, why="a triplet needs a positive and a negative"
+            )
         if n_classes > dataset.n_classes:
             raise ValueError(
                 f"n_classes={n_classes} but {dataset.name} has only {dataset.n_classes} classes; "
@@ -35,8 +35,8 @@ class PKSampler:
             )
         if n_per_class > dataset.n_per_class:
             raise ValueError(
-                f"n_per_class={n_per_class} but {dataset.name} has only {dataset.n_per_class} images per class; "
-                f"use n_per_class ≤ {dataset.n_per_class}"
+                f"n_per_class={n_per_class} but {dataset.name} has only {dataset.n_per_class} "
+                f"images per class; use n_per_class ≤ {dataset.n_per_class}"
             )
         self.dataset = dataset
         self.n_classes, self.n_per_class = n_classes, n_per_class

@@ -21,7 +21,8 @@ from .loop import run_loop
 
 
 def iterations_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
-    """Batches in one pass over ``n_samples``: ``ceil(N / B)``, or ``floor(N / B)`` with ``drop_last``.
+    """Batches in one pass over ``n_samples``: ``ceil(N / B)``, or ``floor(N / B)`` with
+    ``drop_last``.
 
     >>> iterations_per_epoch(60_000, 100)
     600
@@ -145,7 +146,8 @@ def fit(
     check_positive_int("accumulate", accumulate)
     if (epochs is None) == (iterations is None):
         raise ValueError(
-            f"give exactly one of epochs and iterations; got epochs={epochs}, iterations={iterations}"
+            "give exactly one of epochs and iterations; "
+            f"got epochs={epochs}, iterations={iterations}"
         )
     if len(x) == 0:
         raise ValueError("x is empty: there is nothing to train on")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..common import atomic_path
+from ..common import atomic_path, check_positive_int
 
 #: The ``format`` field of every checkpoint this version writes.
 FORMAT = "fslearn-checkpoint/1"
@@ -46,7 +46,8 @@ def _load_state(obj, state) -> None:
 def first_difference(
     saved: dict, current: dict, ignore=frozenset()
 ) -> tuple[str, object, object] | None:
-    """The first field where two flat dicts differ, ``method`` before the rest (sorted): ``(field, saved, current)``."""
+    """The first field where two flat dicts differ, ``method`` before the rest (sorted):
+    ``(field, saved, current)``."""
     for key in sorted((set(saved) | set(current)) - set(ignore), key=lambda k: (k != "method", k)):
         if saved.get(key) != current.get(key):
             return key, saved.get(key), current.get(key)
@@ -74,9 +75,9 @@ def read_checkpoint(path) -> dict:
     ) as error:  # torch raises RuntimeError, UnpicklingError, EOFError, … for a bad file
         reason = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {reason}). It may be truncated "
-            "or corrupt; fslearn replaces checkpoints atomically, so a file it wrote is whole — "
-            "check that this is the file you meant"
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {reason}). It may be "
+            "truncated or corrupt; fslearn replaces checkpoints atomically, so a file it wrote is "
+            "whole — check that this is the file you meant"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -112,8 +113,7 @@ class Checkpoint:
     def __init__(
         self, path, *, every: int = 500, resume: bool = False, config: dict | None = None, log=None
     ):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer; got {every!r}")
+        check_positive_int("every", every)
         self.path = Path(path).expanduser()
         self.every = every
         self.resume = resume
@@ -175,7 +175,8 @@ class Checkpoint:
         return payload
 
     def restore(self, history, *, count: str = "steps", budget: int | None = None) -> None:
-        """With ``resume``, load the saved state into the tracked objects and ``history`` (in place).
+        """With ``resume``, load the saved state into the tracked objects and
+        ``history`` (in place).
 
         Also restores torch's generator state, so random ops inside the model
         continue the same stream. Call inside the loop's ``fork_rng``.
@@ -250,12 +251,12 @@ def history_records(history) -> list[dict]:
                 "time": t,
                 **{k: v[i] for k, v in history.metrics.items()},
             }
-            for i, (loss, t) in enumerate(zip(history.loss, history.time))
+            for i, (loss, t) in enumerate(zip(history.loss, history.time, strict=True))
         ]
         return rows + [{"validation": True, **record} for record in history.validation]
     rows = [
         {"iteration": i + 1, "loss": loss, "time": t}
-        for i, (loss, t) in enumerate(zip(history.loss, history.time))
+        for i, (loss, t) in enumerate(zip(history.loss, history.time, strict=True))
     ]
     return rows + [{"epoch_end": True, **record} for record in history.epochs]
 

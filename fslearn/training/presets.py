@@ -6,17 +6,17 @@ steps, α = 0.1, meta-batch 16, …). The command line's ``--recipe`` reads them
 options given explicitly override them.
 
 The papers behind the ``"paper"`` recipe, and the test accuracies they report
-(%, ± 95% confidence interval where the paper gives one):
+(%, ± 95% confidence interval where the paper gives one; 5w1s is 5-way 1-shot, and so on):
 
-===============================  =========  =========  =========  =========  ===========  ===========
-method                           Omniglot   Omniglot   Omniglot   Omniglot   miniImageNet miniImageNet
-                                 5-way 1-s  5-way 5-s  20-way 1-s 20-way 5-s 5-way 1-shot 5-way 5-shot
-===============================  =========  =========  =========  =========  ===========  ===========
-MAML (Finn et al. 2017, table 1) 98.7±0.4   99.9±0.1   95.8±0.3   98.9±0.2   48.70±1.84   63.11±0.92
-first-order MAML (same)                                                      48.07±1.75   63.15±0.91
-ProtoNet (Snell et al. 2017)     98.8       99.7       96.0       98.9       49.42±0.78   68.20±0.66
-Siamese (Koch et al. 2015) [#]_  97.3       98.4       88.2       97.0
-===============================  =========  =========  =========  =========  ===========  ===========
+================================  ========  ========  ========  ========  ============  ============
+method                            Omniglot  Omniglot  Omniglot  Omniglot  miniImageNet  miniImageNet
+                                  5w1s      5w5s      20w1s     20w5s     5w1s          5w5s
+================================  ========  ========  ========  ========  ============  ============
+MAML (Finn et al. 2017, table 1)  98.7±0.4  99.9±0.1  95.8±0.3  98.9±0.2  48.70±1.84    63.11±0.92
+first-order MAML (same)                                                   48.07±1.75    63.15±0.91
+ProtoNet (Snell et al. 2017)      98.8      99.7      96.0      98.9      49.42±0.78    68.20±0.66
+Siamese (Koch et al. 2015) [#]_   97.3      98.4      88.2      97.0
+================================  ========  ========  ========  ========  ============  ============
 
 .. [#] As Finn et al. (2017) quote it.
 
@@ -34,7 +34,8 @@ Siamese (Koch et al. 2015) [#]_  97.3       98.4       88.2       97.0
 
 from __future__ import annotations
 
-from .recipes import train_maml, train_pretrained, train_protonet, train_siamese, train_triplet
+from .gradient_recipes import train_maml, train_pretrained
+from .metric_recipes import train_protonet, train_siamese, train_triplet
 
 #: Method name → (training function, fixed arguments).
 METHODS = {

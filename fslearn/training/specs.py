@@ -98,13 +98,14 @@ def load_learner(
     spec = payload["spec"]
     if image_shape is not None and tuple(spec["image_shape"]) != tuple(image_shape):
         raise ValueError(
-            f"{path} was trained on images of shape image_shape={tuple(spec['image_shape'])}, but these "
-            f"have {tuple(image_shape)}: evaluate it on the dataset it was trained for"
+            f"{path} was trained on images of shape image_shape={tuple(spec['image_shape'])}, "
+            f"but these have {tuple(image_shape)}: evaluate it on the dataset it was trained for"
         )
     if spec["method"] == "maml" and n_way is not None and n_way != spec["n_way"]:
         raise ValueError(
-            f"{path} is a MAML learner with a {spec['n_way']}-way head (n_way={spec['n_way']}); it cannot "
-            f"classify n_way={n_way} tasks. Evaluate with n_way={spec['n_way']}, or train with --n-way {n_way}"
+            f"{path} is a MAML learner with a {spec['n_way']}-way head (n_way={spec['n_way']}); "
+            f"it cannot classify n_way={n_way} tasks. Evaluate with n_way={spec['n_way']}, "
+            f"or train with --n-way {n_way}"
         )
     learner = build_learner(spec)
     learner.load_state_dict(payload["state"]["model"])

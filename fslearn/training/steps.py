@@ -51,7 +51,8 @@ class StepHistory:
         return self.steps / self._epoch_length()
 
     def axis(self, x: str) -> list[float]:
-        """Per-step x values: ``"step"`` (or ``"iteration"``), ``"episode"``, ``"epoch"`` or ``"time"``."""
+        """Per-step x values: ``"step"`` (or ``"iteration"``), ``"episode"``, ``"epoch"`` or
+        ``"time"``."""
         if x in ("step", "iteration"):
             return list(range(1, self.steps + 1))
         if x == "episode":
@@ -118,7 +119,8 @@ def train_steps(
     check_positive_int("sync_every", sync_every)
     if (validate is None) != (eval_every is None):
         raise ValueError(
-            f"give validate and eval_every together; got validate={validate!r}, eval_every={eval_every!r}"
+            "give validate and eval_every together; "
+            f"got validate={validate!r}, eval_every={eval_every!r}"
         )
     if eval_every is not None:
         check_positive_int("eval_every", eval_every)
@@ -138,7 +140,8 @@ def train_steps(
         if not isinstance(metrics, dict):
             raise TypeError(
                 f"step_loss must return a loss or (loss, {{name: tensor}}); got (loss, "
-                f"{type(metrics).__name__}). Name the extra value, e.g. return loss, {{'accuracy': accuracy}}"
+                f"{type(metrics).__name__}). Name the extra value, "
+                f"e.g. return loss, {{'accuracy': accuracy}}"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

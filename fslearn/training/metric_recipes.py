@@ -1,13 +1,10 @@
-"""Training recipes: one call trains a method with the hyperparameters of its paper.
+"""Recipes of the metric learners: prototypical networks, Siamese networks, the triplet loss.
 
 Each ``train_*`` function takes the training classes (and optionally validation
 episodes), builds the learner, trains it with :func:`~fslearn.train_steps`, and
 returns ``(learner, history)``. Defaults are the published Omniglot settings (the
 papers and their numbers are listed in :mod:`fslearn.training.presets`); pass smaller
-budgets for a CPU. Every recipe is the same skeleton — :func:`_setup` builds the
-learner from its spec on the data's device, the method draws its own batches in a
-``step_loss``, and :func:`_run` trains it with :func:`~fslearn.train_steps` — so
-they differ only in what one step draws and what it minimises.
+budgets for a CPU. All of them follow :mod:`fslearn.training.skeleton`.
 """
 
 from __future__ import annotations
@@ -16,56 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import FewShotDataset
-from ..evaluation import evaluate
-from ..methods.maml import MAML
 from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
 from ..methods.siamese import SiameseNet, contrastive_loss
 from ..methods.triplet import triplet_batch_loss
-from ..models.classifier import Classifier
 from ..sampling.episodes import EpisodeSampler
 from ..sampling.pairs import PairSampler
 from ..sampling.pk_batches import PKSampler
-from .batches import History, fit
 from .checkpoint import Checkpoint
-from .specs import build_learner
-from .steps import StepHistory, train_steps
-
-
-def _setup(method: str, train: FewShotDataset, hidden_channels: int, device, seed: int, **options):
-    """``(spec, learner, train)``: the learner built from its spec, and the data, on ``device``."""
-    device = train.device if device is None else torch.device(device)
-    train = train.to(device)
-    spec = {
-        "method": method,
-        "image_shape": list(train.image_shape),
-        "hidden_channels": hidden_channels,
-        **options,
-    }
-    return spec, build_learner(spec, seed=seed).to(device), train
-
-
-def _track(
-    checkpoint: Checkpoint | None, spec: dict, train: FewShotDataset, config: dict, **generators
-):
-    """Tell ``checkpoint`` the learner's spec, the recipe's settings and its samplers' generators."""
-    if checkpoint is not None:
-        checkpoint.config.update(
-            {"train_dataset": train.name, "train_classes": train.n_classes, **config}
-        )
-        checkpoint.track(spec, **generators)
-
-
-def _run(
-    learner, step_loss, optimizer, *, val_episodes, eval_every, val_batch_size=None, **kwargs
-) -> StepHistory:
-    """:func:`train_steps`, validating on ``val_episodes`` when given."""
-    if val_episodes is not None:
-        kwargs.update(
-            validate=lambda: evaluate(learner, val_episodes, batch_size=val_batch_size),
-            eval_every=eval_every,
-        )
-    return train_steps(learner, step_loss, optimizer=optimizer, **kwargs)
+from .skeleton import run_recipe, setup_recipe, track_recipe
+from .steps import StepHistory
 
 
 def train_protonet(
@@ -108,7 +65,7 @@ def train_protonet(
     Returns:
         ``(protonet, history)``.
     """
-    spec, learner, train = _setup(
+    spec, learner, train = setup_recipe(
         "protonet", train, hidden_channels, device, seed, distance=distance
     )
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -117,7 +74,7 @@ def train_protonet(
     config = dict(
         n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every
     )
-    _track(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
+    track_recipe(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
 
     def step_loss(_):
         episode = sampler.sample()
@@ -125,7 +82,7 @@ def train_protonet(
         accuracy = (logits.argmax(-1) == episode.query_y).float().mean()
         return F.cross_entropy(logits, episode.query_y), {"accuracy": accuracy}
 
-    history = _run(
+    history = run_recipe(
         learner,
         step_loss,
         optimizer,
@@ -179,16 +136,17 @@ def train_siamese(
     """
     if head == "koch" and margin is not None:
         raise ValueError(
-            f"margin={margin} does not apply to head='koch', which trains with binary cross-entropy; "
+            f"margin={margin} does not apply to head='koch', which trains with binary "
+            "cross-entropy; "
             "leave margin out, or use head='contrastive'"
         )
     margin = 1.0 if margin is None else margin
-    spec, learner, train = _setup("siamese", train, hidden_channels, device, seed, head=head)
+    spec, learner, train = setup_recipe("siamese", train, hidden_channels, device, seed, head=head)
     pairs = PairSampler(train, seed=seed)
     config = dict(n_pairs=n_pairs, steps=steps, lr=lr, seed=seed)
     if head == "contrastive":
         config["margin"] = margin
-    _track(checkpoint, spec, train, config, pairs=pairs.generator)
+    track_recipe(checkpoint, spec, train, config, pairs=pairs.generator)
 
     def step_loss(_):
         x1, x2, same = pairs.sample(n_pairs)
@@ -202,7 +160,7 @@ def train_siamese(
             predicted_same = distance < margin / 2
         return loss, {"pair_accuracy": (predicted_same == same.bool()).float().mean()}
 
-    history = _run(
+    history = run_recipe(
         learner,
         step_loss,
         torch.optim.Adam(learner.parameters(), lr=lr),
@@ -246,11 +204,11 @@ def train_triplet(
         ``(learner, history)``; ``history.metrics["active_fraction"]`` is the per-step
         fraction of mined triplets that still violate the margin.
     """
-    spec, learner, train = _setup("triplet", train, hidden_channels, device, seed, rule=rule)
+    spec, learner, train = setup_recipe("triplet", train, hidden_channels, device, seed, rule=rule)
     batches = PKSampler(train, n_classes, n_per_class, seed=seed)
     generator = torch.Generator(device=train.device).manual_seed(seed)
     config = dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class, margin=margin)
-    _track(
+    track_recipe(
         checkpoint,
         spec,
         train,
@@ -266,7 +224,7 @@ def train_triplet(
         )
         return loss, {"active_fraction": active}
 
-    history = _run(
+    history = run_recipe(
         learner,
         step_loss,
         torch.optim.Adam(learner.parameters(), lr=lr),
@@ -279,160 +237,3 @@ def train_triplet(
         checkpoint=checkpoint,
     )
     return learner, history
-
-
-def train_maml(
-    train: FewShotDataset,
-    *,
-    n_way: int = 5,
-    n_shot: int = 1,
-    n_query: int = 15,
-    meta_batch: int = 32,
-    steps: int = 60_000,
-    inner_lr: float = 0.4,
-    inner_steps: int = 1,
-    test_steps: int = 10,
-    first_order: bool = False,
-    anil: bool = False,
-    lr: float = 1e-3,
-    hidden_channels: int = 64,
-    rotate: bool = True,
-    step_weights=None,
-    record_steps: bool = False,
-    compile: bool = False,
-    val_episodes=None,
-    eval_every: int = 500,
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-    checkpoint: Checkpoint | None = None,
-) -> tuple[MAML, StepHistory]:
-    """MAML as Finn et al. (2017) trained it on Omniglot 5-way 1-shot.
-
-    The paper: Conv4-64 with per-task batch statistics, meta-batch 32, 1 inner
-    step with α = 0.4 (20-way: 5 steps, α = 0.1, meta-batch 16; miniImageNet:
-    Conv4-32, 5 steps, α = 0.01, meta-batch 4), Adam 1e-3 on the meta-objective,
-    60 000 meta-iterations, 10 inner steps at test time, each class of each task
-    rotated by a random multiple of 90° (``rotate``). Every meta-iteration samples
-    its tasks on ``train``'s device and runs without a host synchronisation.
-
-    Args:
-        train: the training classes (move them to the GPU first to train there).
-        first_order, anil: FOMAML or ANIL instead of second-order MAML.
-        step_weights: MAML++'s multi-step loss weights, shape ``(inner_steps,)``.
-        record_steps: record the query loss after every inner step in
-            ``history.metrics["query_loss_<i>"]`` (one extra forward pass per step).
-        compile: run the meta-objective under ``torch.compile`` (with CUDA
-            graphs on a GPU): the first iteration compiles for a minute or more,
-            the following ones are several times faster.
-        val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
-
-    Returns:
-        ``(maml, history)``; ``history.metrics["accuracy"]`` is the query accuracy
-        after adaptation of every meta-batch.
-    """
-    spec, learner, train = _setup(
-        "maml",
-        train,
-        hidden_channels,
-        device,
-        seed,
-        n_way=n_way,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-        test_steps=test_steps,
-        first_order=first_order,
-        anil=anil,
-    )
-    device = train.device
-    sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
-    weights_list = None if step_weights is None else list(step_weights)
-    config = dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr)
-    _track(
-        checkpoint,
-        spec,
-        train,
-        {**config, "rotate": rotate, "step_weights": weights_list, "seed": seed},
-        sampler=sampler.generator,
-    )
-    weights = (
-        None
-        if step_weights is None
-        else torch.as_tensor(step_weights, dtype=torch.float32, device=device)
-    )
-    meta_loss = learner.meta_loss
-    if compile:
-        meta_loss = torch.compile(
-            meta_loss, mode="reduce-overhead" if device.type == "cuda" else "default"
-        )
-    optimizer = torch.optim.Adam(learner.parameters(), lr=lr, fused=device.type == "cuda")
-
-    def step_loss(_):
-        tasks = sampler.sample(meta_batch)
-        return meta_loss(
-            tasks.support_x,
-            tasks.support_y,
-            tasks.query_x,
-            tasks.query_y,
-            step_weights=weights,
-            record_steps=record_steps,
-        )
-
-    kind = "ANIL" if anil else "first-order MAML" if first_order else "MAML"
-    history = _run(
-        learner,
-        step_loss,
-        optimizer,
-        val_episodes=val_episodes,
-        eval_every=eval_every,
-        val_batch_size=meta_batch,
-        steps=steps,
-        episodes_per_step=meta_batch,
-        seed=seed,
-        progress=progress,
-        desc=f"{kind} {n_way}-way {n_shot}-shot",
-        checkpoint=checkpoint,
-    )
-    return learner, history
-
-
-def train_pretrained(
-    train: FewShotDataset,
-    *,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    hidden_channels: int = 64,
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-    checkpoint: Checkpoint | None = None,
-) -> tuple[Classifier, History]:
-    """The pre-training baseline's first half: one classifier over all of ``train``'s classes.
-
-    A Conv4 (with running batch-norm statistics) and a linear head over
-    ``train.n_classes`` classes, trained with Adam and cross-entropy on every
-    image of ``train`` by :func:`~fslearn.fit`. Put its ``backbone`` in a
-    :class:`~fslearn.FineTune` to fit a new head to each test task.
-
-    Returns:
-        ``(classifier, history)``.
-    """
-    spec, model, train = _setup(
-        "pretrain", train, hidden_channels, device, seed, n_classes=train.n_classes
-    )
-    x, y = train.flat()
-    _track(checkpoint, spec, train, dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
-    history = fit(
-        model,
-        x,
-        y,
-        batch_size=batch_size,
-        epochs=epochs,
-        seed=seed,
-        progress=progress,
-        optimizer=torch.optim.Adam(model.parameters(), lr=lr),
-        desc="pre-training",
-        checkpoint=checkpoint,
-    )
-    return model, history

@@ -1,0 +1,112 @@
+"""``fslearn eval`` and ``fslearn eval-runs``: a checkpoint's accuracy on fixed test episodes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..common import default_device
+from ..data.lake_runs import evaluate_runs, load_runs
+from ..evaluation import evaluate
+from ..methods.adaptation import GradientLearner
+from ..sampling.episodes import EpisodeSet
+from ..training.checkpoint import read_checkpoint
+from ..training.specs import load_learner
+from .support import UsageError, dataset_for
+
+
+def test_checkpoint(
+    checkpoint: Path,
+    *,
+    dataset: str,
+    root,
+    method: str | None,
+    n_way: int,
+    n_shot: int,
+    n_query: int,
+    episodes: int,
+    seed: int,
+    device,
+    progress: bool,
+) -> dict:
+    """Accuracy ± 95% CI of a checkpoint's learner on fixed, seeded test episodes of ``dataset``."""
+    test = dataset_for(dataset, "test", method=method, root=root, device=device, progress=progress)
+    learner = load_learner(checkpoint, n_way=n_way, image_shape=test.image_shape, device=device)
+    episode_set = EpisodeSet(test, n_way, n_shot, n_query, episodes, seed=seed)
+    start = time.perf_counter()
+    batch = 50 if isinstance(learner, GradientLearner) else None  # learners that take task batches
+    accuracy = evaluate(learner, episode_set, batch_size=batch, progress=progress, desc="testing")
+    return {
+        "checkpoint": str(checkpoint),
+        "method": read_checkpoint(checkpoint)["spec"]["method"],
+        "dataset": dataset,
+        "split": "test",
+        "n_way": n_way,
+        "n_shot": n_shot,
+        "n_query": n_query,
+        "episodes": episodes,
+        "seed": seed,
+        "accuracy": accuracy.mean,
+        "ci95": accuracy.ci95,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def describe(result: dict) -> str:
+    return (
+        f"{result['dataset']} test, {result['n_way']}-way {result['n_shot']}-shot, "
+        f"{result['episodes']} episodes "
+        f"of {result['n_query']} queries per class: {100 * result['accuracy']:.2f} ± "
+        f"{100 * result['ci95']:.2f}%"
+    )
+
+
+def evaluate_command(args) -> int:
+    config = read_checkpoint(args.checkpoint)["config"]
+    dataset = args.dataset or config.get("dataset")
+    if dataset is None:
+        raise UsageError(f"{args.checkpoint} does not record its dataset: pass --dataset")
+    device = torch.device(args.device) if args.device else default_device()
+    result = test_checkpoint(
+        Path(args.checkpoint),
+        dataset=dataset,
+        root=args.data_root,
+        method=config.get("method"),
+        n_way=args.n_way,
+        n_shot=args.n_shot,
+        n_query=args.n_query,
+        episodes=args.episodes,
+        seed=args.seed,
+        device=device,
+        progress=not args.json and not args.no_progress,
+    )
+    print(json.dumps(result, indent=2) if args.json else describe(result))
+    return 0
+
+
+def eval_runs(args) -> int:
+    spec = read_checkpoint(args.checkpoint)["spec"]
+    device = torch.device(args.device) if args.device else default_device()
+    runs = load_runs(args.runs, image_size=spec["image_shape"][-1], progress=False)
+    learner = load_learner(
+        args.checkpoint, n_way=20, image_shape=(1, *runs[0].support_x.shape[-2:]), device=device
+    )
+    scores = evaluate_runs(runs, learner=learner)
+    if args.json:
+        print(
+            json.dumps(
+                {"checkpoint": str(args.checkpoint), "runs": [r.name for r in runs], **scores},
+                indent=2,
+            )
+        )
+        return 0
+    for run, error in zip(runs, scores["errors"], strict=True):
+        print(f"{run.name}: {error:5.1f}% error")
+    print(
+        f"mean error over {len(runs)} runs: {scores['mean_error']:.2f}% (Lake et al. 2015: people "
+        "4.5%, BPL 3.3%)"
+    )
+    return 0

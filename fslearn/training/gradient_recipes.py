@@ -1,0 +1,178 @@
+"""Recipes of the learners that adapt by gradient steps: MAML, first-order MAML, ANIL, and the
+pre-training baseline whose backbone :class:`~fslearn.FineTune` adapts per task.
+
+Defaults are the published Omniglot settings (:mod:`fslearn.training.presets` lists the
+papers and their numbers); both follow :mod:`fslearn.training.skeleton`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.dataset import FewShotDataset
+from ..methods.maml import MAML
+from ..models.classifier import Classifier
+from ..sampling.episodes import EpisodeSampler
+from .batches import History, fit
+from .checkpoint import Checkpoint
+from .skeleton import run_recipe, setup_recipe, track_recipe
+from .steps import StepHistory
+
+
+def train_maml(
+    train: FewShotDataset,
+    *,
+    n_way: int = 5,
+    n_shot: int = 1,
+    n_query: int = 15,
+    meta_batch: int = 32,
+    steps: int = 60_000,
+    inner_lr: float = 0.4,
+    inner_steps: int = 1,
+    test_steps: int = 10,
+    first_order: bool = False,
+    anil: bool = False,
+    lr: float = 1e-3,
+    hidden_channels: int = 64,
+    rotate: bool = True,
+    step_weights=None,
+    record_steps: bool = False,
+    compile: bool = False,
+    val_episodes=None,
+    eval_every: int = 500,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+    checkpoint: Checkpoint | None = None,
+) -> tuple[MAML, StepHistory]:
+    """MAML as Finn et al. (2017) trained it on Omniglot 5-way 1-shot.
+
+    The paper: Conv4-64 with per-task batch statistics, meta-batch 32, 1 inner
+    step with α = 0.4 (20-way: 5 steps, α = 0.1, meta-batch 16; miniImageNet:
+    Conv4-32, 5 steps, α = 0.01, meta-batch 4), Adam 1e-3 on the meta-objective,
+    60 000 meta-iterations, 10 inner steps at test time, each class of each task
+    rotated by a random multiple of 90° (``rotate``). Every meta-iteration samples
+    its tasks on ``train``'s device and runs without a host synchronisation.
+
+    Args:
+        train: the training classes (move them to the GPU first to train there).
+        first_order, anil: FOMAML or ANIL instead of second-order MAML.
+        step_weights: MAML++'s multi-step loss weights, shape ``(inner_steps,)``.
+        record_steps: record the query loss after every inner step in
+            ``history.metrics["query_loss_<i>"]`` (one extra forward pass per step).
+        compile: run the meta-objective under ``torch.compile`` (with CUDA
+            graphs on a GPU): the first iteration compiles for a minute or more,
+            the following ones are several times faster.
+        val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
+
+    Returns:
+        ``(maml, history)``; ``history.metrics["accuracy"]`` is the query accuracy
+        after adaptation of every meta-batch.
+    """
+    spec, learner, train = setup_recipe(
+        "maml",
+        train,
+        hidden_channels,
+        device,
+        seed,
+        n_way=n_way,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
+        test_steps=test_steps,
+        first_order=first_order,
+        anil=anil,
+    )
+    device = train.device
+    sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
+    weights_list = None if step_weights is None else list(step_weights)
+    config = dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr)
+    track_recipe(
+        checkpoint,
+        spec,
+        train,
+        {**config, "rotate": rotate, "step_weights": weights_list, "seed": seed},
+        sampler=sampler.generator,
+    )
+    weights = (
+        None
+        if step_weights is None
+        else torch.as_tensor(step_weights, dtype=torch.float32, device=device)
+    )
+    meta_loss = learner.meta_loss
+    if compile:
+        meta_loss = torch.compile(
+            meta_loss, mode="reduce-overhead" if device.type == "cuda" else "default"
+        )
+    optimizer = torch.optim.Adam(learner.parameters(), lr=lr, fused=device.type == "cuda")
+
+    def step_loss(_):
+        tasks = sampler.sample(meta_batch)
+        return meta_loss(
+            tasks.support_x,
+            tasks.support_y,
+            tasks.query_x,
+            tasks.query_y,
+            step_weights=weights,
+            record_steps=record_steps,
+        )
+
+    kind = "ANIL" if anil else "first-order MAML" if first_order else "MAML"
+    history = run_recipe(
+        learner,
+        step_loss,
+        optimizer,
+        val_episodes=val_episodes,
+        eval_every=eval_every,
+        val_batch_size=meta_batch,
+        steps=steps,
+        episodes_per_step=meta_batch,
+        seed=seed,
+        progress=progress,
+        desc=f"{kind} {n_way}-way {n_shot}-shot",
+        checkpoint=checkpoint,
+    )
+    return learner, history
+
+
+def train_pretrained(
+    train: FewShotDataset,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    hidden_channels: int = 64,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+    checkpoint: Checkpoint | None = None,
+) -> tuple[Classifier, History]:
+    """The pre-training baseline's first half: one classifier over all of ``train``'s classes.
+
+    A Conv4 (with running batch-norm statistics) and a linear head over
+    ``train.n_classes`` classes, trained with Adam and cross-entropy on every
+    image of ``train`` by :func:`~fslearn.fit`. Put its ``backbone`` in a
+    :class:`~fslearn.FineTune` to fit a new head to each test task.
+
+    Returns:
+        ``(classifier, history)``.
+    """
+    spec, model, train = setup_recipe(
+        "pretrain", train, hidden_channels, device, seed, n_classes=train.n_classes
+    )
+    x, y = train.flat()
+    track_recipe(
+        checkpoint, spec, train, dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    )
+    history = fit(
+        model,
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+        desc="pre-training",
+        checkpoint=checkpoint,
+    )
+    return model, history

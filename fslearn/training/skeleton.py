@@ -1,0 +1,57 @@
+"""The skeleton every training recipe is built from.
+
+A recipe (:func:`~fslearn.train_protonet`, :func:`~fslearn.train_maml`, …) is
+:func:`setup_recipe` (the learner built from its spec, and the data, on one device),
+a sampler and a ``step_loss`` of its own (what one step draws and what it minimises),
+:func:`track_recipe` (what a checkpoint must save to resume the run exactly) and
+:func:`run_recipe` (:func:`~fslearn.train_steps`, validating on fixed episodes).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.dataset import FewShotDataset
+from ..evaluation import evaluate
+from .checkpoint import Checkpoint
+from .specs import build_learner
+from .steps import StepHistory, train_steps
+
+
+def setup_recipe(
+    method: str, train: FewShotDataset, hidden_channels: int, device, seed: int, **options
+):
+    """``(spec, learner, train)``: the learner built from its spec, and the data, on ``device``."""
+    device = train.device if device is None else torch.device(device)
+    train = train.to(device)
+    spec = {
+        "method": method,
+        "image_shape": list(train.image_shape),
+        "hidden_channels": hidden_channels,
+        **options,
+    }
+    return spec, build_learner(spec, seed=seed).to(device), train
+
+
+def track_recipe(
+    checkpoint: Checkpoint | None, spec: dict, train: FewShotDataset, config: dict, **generators
+):
+    """Tell ``checkpoint`` the learner's spec, the recipe's settings and its samplers'
+    generators."""
+    if checkpoint is not None:
+        checkpoint.config.update(
+            {"train_dataset": train.name, "train_classes": train.n_classes, **config}
+        )
+        checkpoint.track(spec, **generators)
+
+
+def run_recipe(
+    learner, step_loss, optimizer, *, val_episodes, eval_every, val_batch_size=None, **kwargs
+) -> StepHistory:
+    """:func:`train_steps`, validating on ``val_episodes`` when given."""
+    if val_episodes is not None:
+        kwargs.update(
+            validate=lambda: evaluate(learner, val_episodes, batch_size=val_batch_size),
+            eval_every=eval_every,
+        )
+    return train_steps(learner, step_loss, optimizer=optimizer, **kwargs)
