@@ -1,8 +1,18 @@
 """Small made-up datasets whose right answers the tests know."""
 
+import io
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 import fslearn as fsl
+
+#: The side of the images in the replica of Lake's one-shot runs.
+RUN_IMAGE_SIZE = 28
 
 
 def labelled_dataset(n_classes=12, n_per_class=10, size=6, device="cpu") -> fsl.FewShotDataset:
@@ -37,3 +47,49 @@ def pattern_dataset(n_classes=8, n_per_class=10, size=16, device="cpu") -> fsl.F
     flips = torch.rand(n_classes, n_per_class, 1, size, size, generator=g) < 0.1
     images = (patterns ^ flips).to(torch.uint8) * 255
     return fsl.FewShotDataset(images, [f"c{i}" for i in range(n_classes)], ["a"] * n_classes, "patterns").to(device)
+
+
+def png(ink: np.ndarray) -> bytes:
+    """A one-bit PNG with black ink on white, like Lake's, from a boolean ink mask."""
+    buffer = io.BytesIO()
+    Image.fromarray(~ink).convert("1").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def glyph(rng: random.Random) -> np.ndarray:
+    """A random four-point stroke, as a boolean ink mask."""
+    size = RUN_IMAGE_SIZE
+    image = Image.new("L", (size, size), 0)
+    points = [(rng.randrange(2, size - 2), rng.randrange(2, size - 2)) for _ in range(4)]
+    ImageDraw.Draw(image).line(points, fill=255, width=2)
+    return np.asarray(image) > 127
+
+
+def make_runs(rng: random.Random):
+    """Files of a replica of Lake's all_runs (test items: noisy copies) and each run's labels."""
+    files, truth = {}, []
+    for r in range(1, 21):
+        run = f"run{r:02d}"
+        labels = list(range(20))
+        rng.shuffle(labels)  # test item m shows class labels[m]
+        truth.append(labels)
+        classes = [glyph(rng) for _ in range(20)]
+        lines = []
+        for k, ink in enumerate(classes):
+            files[f"{run}/training/class{k + 1:02d}.png"] = ink
+        for m, label in enumerate(labels):
+            noisy = classes[label].copy()
+            for _ in range(6):
+                noisy[rng.randrange(RUN_IMAGE_SIZE), rng.randrange(RUN_IMAGE_SIZE)] ^= True
+            files[f"{run}/test/item{m + 1:02d}.png"] = noisy
+            lines.append(f"{run}/test/item{m + 1:02d}.png {run}/training/class{label + 1:02d}.png")
+        files[f"{run}/class_labels.txt"] = "\n".join(lines) + "\n"
+    return files, truth
+
+
+def write_zip(path: Path, files: dict, top: str = "all_runs") -> Path:
+    """Zip :func:`make_runs`' files under the folder ``top``, ink masks as PNGs."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(f"{top}/{name}", content if isinstance(content, str) else png(content))
+    return path

@@ -182,7 +182,7 @@ def test_bad_files_get_clear_errors(tmp_path):
     torch.save({"conv.weight": torch.zeros(2)}, foreign)
     with pytest.raises(ValueError, match="not an fslearn checkpoint"):
         fsl.read_checkpoint(foreign)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*nothing.pt"):
         fsl.read_checkpoint(tmp_path / "nothing.pt")
 
 

@@ -1,8 +1,10 @@
 """The `fslearn` command line, run as a subprocess on the embedded set with tiny budgets."""
 
 import json
+import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 import fslearn as fsl
-from test_runs import make_runs, write_zip
+from synthetic import make_runs, write_zip
 
 TINY = ["--recipe", "quick", "--hidden-channels", "4", "--test-episodes", "4", "--no-progress"]
 
@@ -63,7 +65,22 @@ def test_train_writes_config_metrics_checkpoint_and_results(protonet_run):
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     results = json.loads((out / "results.json").read_text())
-    assert 0 < results["accuracy"] < 1 and results["episodes"] == 4 and results["n_way"] == 5
+    test = {"split": "test", "n_way": 5, "n_shot": 1, "n_query": 15, "episodes": 4, "seed": 0}
+    assert {key: results[key] for key in test} == test
+    # Score the saved learner on those episodes here, by hand: the run must report just that.
+    device = torch.device(config["device"])  # the run's, so that the arithmetic is the same
+    dataset = fsl.load_dataset("embedded", "test", progress=False, device=device)
+    learner = fsl.load_learner(out / "checkpoint.pt", n_way=5, image_shape=(1, 28, 28),
+                               device=device)
+    accuracies = []
+    with torch.no_grad():
+        for episode in fsl.EpisodeSet(dataset, 5, 1, 15, n_episodes=4, seed=0):
+            logits = learner(episode.support_x, episode.support_y, episode.query_x)
+            accuracies.append((logits.argmax(1) == episode.query_y).double().mean().item())
+    # Per-episode accuracies are float32 in fslearn; one query more or less right is 1/75.
+    assert results["accuracy"] == pytest.approx(statistics.fmean(accuracies), abs=1e-6)
+    ci95 = 1.96 * statistics.stdev(accuracies) / math.sqrt(4)
+    assert results["ci95"] == pytest.approx(ci95, abs=1e-6)
     assert f"{100 * results['accuracy']:.2f} ± {100 * results['ci95']:.2f}%" in result.stdout
     assert fsl.read_checkpoint(out / "checkpoint.pt")["history"]["steps"] == 6
 
@@ -101,7 +118,18 @@ def test_eval_runs_scores_lakes_twenty_runs(protonet_run, tmp_path):
     runs = write_zip(tmp_path / "all_runs.zip", files)
     out, _ = protonet_run
     scores = json.loads(fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs, "--json").stdout)
-    assert len(scores["errors"]) == 20 and scores["mean_error"] == sum(scores["errors"]) / 20
+    # Each run's error of the saved learner, worked out here: 20-way 1-shot, support labels 0..19.
+    device = torch.device(json.loads((out / "config.json").read_text())["device"])
+    learner = fsl.load_learner(out / "checkpoint.pt", n_way=20, image_shape=(1, 28, 28),
+                               device=device)
+    errors = []
+    with torch.no_grad():
+        for run in fsl.load_runs(runs):
+            support_x, query_x = (x.to(device) / 255 for x in (run.support_x, run.query_x))
+            logits = learner(support_x, torch.arange(20, device=device), query_x).cpu()
+            errors.append(100 * (logits.argmax(1) != run.query_y).double().mean().item())
+    assert scores["errors"] == pytest.approx(errors, abs=1e-9)
+    assert scores["mean_error"] == pytest.approx(statistics.fmean(errors), abs=1e-9)
     assert "mean error over 20 runs" in fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs).stdout
     fails("eval-runs", out / "checkpoint.pt", "--runs", tmp_path / "missing.zip", match="missing.zip")
 

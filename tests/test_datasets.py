@@ -27,8 +27,9 @@ def test_bad_names_and_splits(name, split, message):
 
 
 def test_missing_omniglot_says_how_to_get_it(tmp_path):
-    with pytest.raises(Exception, match="download=True"):
+    with pytest.raises(FileNotFoundError, match="download=True") as error:
         fsl.load_dataset("omniglot", "train", root=tmp_path, progress=False)
+    assert f"{tmp_path / 'omniglot' / 'images_background.zip'} does not exist" in str(error.value)
 
 
 @pytest.mark.skipif(not (SHARED / "images_background_small2.zip").exists(), reason=f"no real Omniglot zips in {SHARED}")

@@ -1,4 +1,5 @@
 import math
+import statistics
 
 import pytest
 import torch
@@ -111,12 +112,15 @@ def test_episode_set_is_fixed_and_device_independent(device):
 
 
 def test_confidence_interval_arithmetic():
-    values = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0])
-    result = fsl.confidence_interval(values)
-    std = math.sqrt(sum((v - 0.6) ** 2 for v in values.tolist()) / 4)
-    assert result.mean == pytest.approx(0.6)
-    assert result.ci95 == pytest.approx(1.96 * std / math.sqrt(5))
-    assert result.n == 5 and str(result) == f"60.00 ± {100 * 1.96 * std / math.sqrt(5):.2f}%"
+    values = [0.2, 0.4, 0.6, 0.8, 1.0]
+    result = fsl.confidence_interval(torch.tensor(values))
+    # By hand: squared deviations 0.16 + 0.04 + 0 + 0.04 + 0.16 = 0.4, over n - 1 = 4: variance 0.1,
+    # so 1.96·√(0.1 / 5) = 1.96·√0.02.
+    assert result.mean == pytest.approx(0.6) and result.n == 5
+    assert result.ci95 == pytest.approx(1.96 * math.sqrt(0.02))
+    assert result.ci95 == pytest.approx(1.96 * statistics.stdev(values) / math.sqrt(5))
+    assert str(result) == "60.00 ± 27.72%"
+    assert str(fsl.confidence_interval([0.5, 0.7, 0.6, 0.6])) == "60.00 ± 8.00%"
     assert fsl.confidence_interval([0.5] * 10).ci95 == 0.0
     with pytest.raises(ValueError, match="at least 2 episodes; got 1"):
         fsl.confidence_interval([0.5])
@@ -134,9 +138,22 @@ def test_evaluate_oracle_learners(device):
     def constant(support_x, support_y, query_x):
         return torch.zeros(query_x.shape[0], 5, device=query_x.device).index_fill_(1, torch.tensor([0], device=query_x.device), 1.0)
 
+    def right_on_even_images(support_x, support_y, query_x):
+        label = perfect(support_x, support_y, query_x).argmax(1)
+        _, instance = decode(query_x)
+        wrong = (label + 1) % 5
+        return torch.nn.functional.one_hot(torch.where(instance % 2 == 0, label, wrong), 5).float()
+
     assert fsl.evaluate(perfect, episodes).mean == 1.0
     result = fsl.evaluate(constant, episodes)
     assert result.mean == pytest.approx(0.2) and result.ci95 == 0.0
+    # Episodes differ in how many of their queries show an even-numbered image: so do the scores.
+    expected = [(decode(e.query_x)[1] % 2 == 0).double().mean().item() for e in episodes]
+    assert len(set(expected)) > 1
+    result = fsl.evaluate(right_on_even_images, episodes)
+    assert result.per_episode.tolist() == pytest.approx(expected)
+    assert result.mean == pytest.approx(statistics.fmean(expected))
+    assert result.ci95 == pytest.approx(1.96 * statistics.stdev(expected) / math.sqrt(30))
 
     with pytest.raises(ValueError, match=r"logits of shape \(20, 3\); expected \(n_way \* n_query, n_way\) = \(20, 5\)"):
         fsl.evaluate(lambda s, y, q: torch.zeros(q.shape[0], 3), episodes)

@@ -81,8 +81,12 @@ def test_protonet_oracle_and_scale():
     torch.testing.assert_close(cosine(support_x, support_y, query_x), 10 * F.cosine_similarity(query_x[:, None], prototypes[None], dim=-1))
     learned = fsl.ProtoNet(nn.Identity(), "cosine", scale=5.0, learn_scale=True)
     assert [n for n, _ in learned.named_parameters()] == ["log_scale"]
-    learned(support_x, support_y, query_x).sum().backward()
-    assert learned.log_scale.grad is not None
+    logits = learned(support_x, support_y, query_x)
+    cosines = F.cosine_similarity(query_x[:, None], prototypes[None], dim=-1)
+    torch.testing.assert_close(logits, 5 * cosines)
+    # Logits are exp(log_scale)·cos, so their derivative in log_scale is the logits themselves.
+    logits.sum().backward()
+    torch.testing.assert_close(learned.log_scale.grad, logits.detach().sum())
     with pytest.raises(ValueError, match="scale must be positive; got -1"):
         fsl.ProtoNet(nn.Identity(), scale=-1)
 

@@ -1,61 +1,13 @@
-import io
 import random
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from fslearn.data import lake_runs as runs_module
 from fslearn.data.archives import extract_zip
 from fslearn import OneShotRun, download_runs, evaluate_runs, load_runs
-
-SIZE = 28
-
-
-def png(ink: np.ndarray) -> bytes:
-    """A one-bit PNG with black ink on white, like Lake's, from a boolean ink mask."""
-    buffer = io.BytesIO()
-    Image.fromarray(~ink).convert("1").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def glyph(rng: random.Random) -> np.ndarray:
-    image = Image.new("L", (SIZE, SIZE), 0)
-    points = [(rng.randrange(2, SIZE - 2), rng.randrange(2, SIZE - 2)) for _ in range(4)]
-    ImageDraw.Draw(image).line(points, fill=255, width=2)
-    return np.asarray(image) > 127
-
-
-def make_runs(rng: random.Random):
-    """Files of a replica of all_runs (test items are noisy copies) and each run's true labels."""
-    files, truth = {}, []
-    for r in range(1, 21):
-        run = f"run{r:02d}"
-        labels = list(range(20))
-        rng.shuffle(labels)  # test item m shows class labels[m]
-        truth.append(labels)
-        classes = [glyph(rng) for _ in range(20)]
-        lines = []
-        for k, ink in enumerate(classes):
-            files[f"{run}/training/class{k + 1:02d}.png"] = ink
-        for m, label in enumerate(labels):
-            noisy = classes[label].copy()
-            for _ in range(6):
-                noisy[rng.randrange(SIZE), rng.randrange(SIZE)] ^= True
-            files[f"{run}/test/item{m + 1:02d}.png"] = noisy
-            lines.append(f"{run}/test/item{m + 1:02d}.png {run}/training/class{label + 1:02d}.png")
-        files[f"{run}/class_labels.txt"] = "\n".join(lines) + "\n"
-    return files, truth
-
-
-def write_zip(path: Path, files: dict, top: str = "all_runs") -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(f"{top}/{name}", content if isinstance(content, str) else png(content))
-    return path
+from synthetic import RUN_IMAGE_SIZE as SIZE, make_runs, write_zip
 
 
 @pytest.fixture(scope="module")

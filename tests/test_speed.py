@@ -1,61 +1,171 @@
+import datetime
+import itertools
 import json
+import shlex
+import time
+import types
 
 import pytest
 import torch
 
+import fslearn.bench.maml as maml_bench
+import fslearn.bench.sampler as sampler_bench
 from fslearn import bench as speed
+from fslearn.bench import timing
 
 RECORD_KEYS = {"command", "date", "device", "torch", "notes", "rows"}
 ROW_TYPES = {
     "setting": str, "implementation": str, "inner_steps": int, "meta_iterations_per_s": float,
-    "ms_per_iteration": float, "first_iteration_s": float, "peak_memory_mb": (float, type(None)), "speedup": float,
+    "ms_per_iteration": float, "first_iteration_s": float, "peak_memory_mb": (float, type(None)),
+    "speedup": float,
 }
+# What the fake clock reports to maml_speed, in the order it times: for each implementation,
+# the first iteration alone, then the mean of the timed ones.
+MAML_SECONDS = {speed.BASELINE: (2.5, 0.8), speed.EAGER: (1.5, 0.4)}
+# ... and to sampler_speed: for each episode shape, fslearn's batch, then the DataLoader's.
+SAMPLER_SECONDS = [(0.002, 0.01), (0.004, 0.01), (0.008, 0.02), (0.016, 0.064)]
 
 
-def check_maml_rows(rows):
+def fake_seconds_per_call(seconds):
+    """A stand-in for seconds_per_call: runs ``fn`` as asked, reports the next of ``seconds``."""
+    reported = iter(seconds)
+
+    def seconds_per_call(fn, device, repeats):
+        for _ in range(repeats):
+            fn()
+        return next(reported)
+
+    return seconds_per_call
+
+
+def table_cells(table: str) -> list[list[str]]:
+    """The cells of a :func:`format_table` table, line by line, without their padding."""
+    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines()]
+
+
+def check_schema(rows):
     assert rows
     for row in rows:
         assert set(row) == set(ROW_TYPES), row
         for key, kind in ROW_TYPES.items():
             assert isinstance(row[key], kind), (key, row[key])
-        assert row["meta_iterations_per_s"] > 0 and row["first_iteration_s"] > 0 and row["speedup"] > 0
-        # chapter 7 asserts the two columns are one measurement seen two ways
-        assert row["ms_per_iteration"] * row["meta_iterations_per_s"] == pytest.approx(1000, rel=0.05)
 
 
 @pytest.fixture(scope="module")
 def tiny_rows():
-    return speed.maml_speed("cpu", settings=("omniglot-1",), iterations=1, meta_batch=1, compile=False)
+    timings = [s for first_and_timed in MAML_SECONDS.values() for s in first_and_timed]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(maml_bench, "seconds_per_call", fake_seconds_per_call(timings))
+        return speed.maml_speed("cpu", settings=("omniglot-1",), iterations=1, meta_batch=1,
+                                compile=False)
 
 
-def test_maml_speed_rows(tiny_rows):
-    check_maml_rows(tiny_rows)
-    assert [row["implementation"] for row in tiny_rows] == [speed.BASELINE, speed.EAGER]
-    assert tiny_rows[0]["speedup"] == 1.0
-    assert all(row["setting"].endswith("mb1") and row["peak_memory_mb"] is None for row in tiny_rows)
+def test_maml_rows_report_the_timings_they_measured(tiny_rows):
+    check_schema(tiny_rows)
+    assert [row["implementation"] for row in tiny_rows] == list(MAML_SECONDS)
+    for row, (first, timed) in zip(tiny_rows, MAML_SECONDS.values()):
+        assert row["setting"] == "Omniglot Conv4-64 28px 5w1s mb1" and row["inner_steps"] == 1
+        assert row["first_iteration_s"] == first
+        assert row["ms_per_iteration"] == pytest.approx(1e3 * timed)
+        assert row["meta_iterations_per_s"] == pytest.approx(1 / timed)
+        assert row["peak_memory_mb"] is None  # measured on CUDA only
+    # The speed-up is the baseline's time per iteration over the row's: 0.8 s / 0.4 s.
+    assert [row["speedup"] for row in tiny_rows] == [1.0, 2.0]
+    assert table_cells(speed.format_table(tiny_rows, speed.MAML_COLUMNS))[2:] == [
+        [tiny_rows[0]["setting"], speed.BASELINE, "1", "1.25", "800.0", "2.5", "—", "1.0×"],
+        [tiny_rows[0]["setting"], speed.EAGER, "1", "2.50", "400.0", "1.5", "—", "2.0×"],
+    ]
+
+
+def test_maml_rows_fit_in_the_time_the_benchmark_took():
+    start = time.perf_counter()
+    rows = speed.maml_speed("cpu", settings=("omniglot-1",), iterations=1, meta_batch=1,
+                            compile=False)
+    elapsed = time.perf_counter() - start
+    check_schema(rows)
+    # The timed calls are part of the run, so together they cannot outlast it: a time in the
+    # wrong unit (milliseconds read as seconds) overshoots it many times.
+    timed = sum(row["first_iteration_s"] + row["ms_per_iteration"] / 1e3 for row in rows)
+    assert timed <= elapsed
+    baseline, eager = rows
+    assert eager["speedup"] == round(baseline["ms_per_iteration"] / eager["ms_per_iteration"], 2)
 
 
 def test_results_record_is_the_file_schema(tiny_rows):
-    record = speed.results_record(tiny_rows, command="python benchmarks/bench_maml.py", device="cpu", notes="test")
+    record = speed.results_record(tiny_rows, command="python benchmarks/bench_maml.py",
+                                  device="cpu", notes="test")
     assert set(record) == RECORD_KEYS
-    assert record["device"] == f"CPU, {torch.get_num_threads()} threads" and record["torch"] == torch.__version__
+    assert record["rows"] == tiny_rows and record["date"] == datetime.date.today().isoformat()
+    assert record["command"] == "python benchmarks/bench_maml.py" and record["notes"] == "test"
+    assert record["device"] == f"CPU, {torch.get_num_threads()} threads"
+    assert record["torch"] == torch.__version__
     assert json.loads(json.dumps(record)) == record
 
 
-def test_committed_results_match_the_schema():
+def test_committed_results_follow_from_their_command_and_timings():
     record = speed.recorded_maml_speed()
     assert set(record) == RECORD_KEYS
     assert all(isinstance(record[key], str) for key in RECORD_KEYS - {"rows"})
-    check_maml_rows(record["rows"])
+    rows = record["rows"]
+    check_schema(rows)
+    # The rows are those the recorded command asks for, in the order maml_speed runs them.
+    args = shlex.split(record["command"])
+    meta_batch = int(args[args.index("--meta-batch") + 1]) if "--meta-batch" in args else None
+    settings = list(speed.MAML_SETTINGS)
+    if "--settings" in args:
+        after = args[args.index("--settings") + 1 :]
+        settings = list(itertools.takewhile(lambda arg: not arg.startswith("--"), after))
+    compiled = [speed.COMPILED] * ("--no-compile" not in args)
+    implementations = [speed.BASELINE, speed.EAGER, *compiled]
+    expected = [
+        (f"{spec['name']} 5w1s mb{meta_batch or spec['meta_batch']}", spec["inner_steps"], name)
+        for spec in map(speed.MAML_SETTINGS.get, settings)
+        for name in implementations
+    ]
+    assert [(row["setting"], row["inner_steps"], row["implementation"]) for row in rows] == expected
+    on_cpu = record["device"].startswith("CPU")
+    for start in range(0, len(rows), len(implementations)):
+        baseline = rows[start]
+        for row in rows[start : start + len(implementations)]:
+            ms = row["ms_per_iteration"]
+            assert row["speedup"] == round(baseline["ms_per_iteration"] / ms, 2)
+            # Both come from one time per iteration, stored to 2 and 4 decimals.
+            assert row["meta_iterations_per_s"] == pytest.approx(1e3 / ms, abs=1e-4)
+            assert (row["peak_memory_mb"] is None) == on_cpu
 
 
-def test_sampler_speed_rows():
+def test_sampler_rows_report_the_timings_they_measured(monkeypatch):
+    timings = [s for ours_and_base in SAMPLER_SECONDS for s in ours_and_base]
+    monkeypatch.setattr(sampler_bench, "seconds_per_call", fake_seconds_per_call(timings))
     rows = speed.sampler_speed("cpu", n_tasks=2, repeats=1)
-    assert [row["setting"] for row in rows][0] == "5-way 1-shot 15-query"
-    for row in rows:
+    shapes = [f"{n}-way {k}-shot {q}-query" for n, k, q in sampler_bench.SHAPES]
+    assert [row["setting"] for row in rows] == shapes
+    for row, (ours, base) in zip(rows, SAMPLER_SECONDS):
         assert set(row) == {"setting", "fslearn_ms", "dataloader_ms", "episodes_per_s", "speedup"}
-        assert row["fslearn_ms"] > 0 and row["dataloader_ms"] > 0 and row["speedup"] > 0
-    assert "| episode shape" in speed.format_table(rows, speed.SAMPLER_COLUMNS)
+        assert row["fslearn_ms"] == pytest.approx(1e3 * ours)
+        assert row["dataloader_ms"] == pytest.approx(1e3 * base)
+        assert row["episodes_per_s"] == pytest.approx(2 / ours)  # two tasks a batch
+        assert row["speedup"] == pytest.approx(base / ours)  # the DataLoader's time over ours
+    cells = table_cells(speed.format_table(rows, speed.SAMPLER_COLUMNS))
+    assert cells[0] == [header for _, header, _ in speed.SAMPLER_COLUMNS]
+    assert cells[2:] == [
+        [shapes[0], "2.000", "10.00", "1,000", "5.0×"],
+        [shapes[1], "4.000", "10.00", "500", "2.5×"],
+        [shapes[2], "8.000", "20.00", "250", "2.5×"],
+        [shapes[3], "16.000", "64.00", "125", "4.0×"],
+    ]
+
+
+def test_seconds_per_call_is_the_mean_over_the_repeats(monkeypatch):
+    clock = types.SimpleNamespace(now=100.0)
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    durations = iter([0.5, 1.0, 1.5, 3.0])
+
+    def work():
+        clock.now += next(durations)
+
+    assert timing.seconds_per_call(work, torch.device("cpu"), 4) == pytest.approx(1.5)
+    assert next(durations, "all used") == "all used"
 
 
 def test_unknown_setting_names_the_allowed_ones():
