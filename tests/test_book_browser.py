@@ -27,7 +27,12 @@ def _unavailable(reason: str):
 
 def _chapters() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [entry["file"] for part in toc["parts"] for entry in part["chapters"] if entry["file"].startswith("chapters/")]
+    return [
+        entry["file"]
+        for part in toc["parts"]
+        for entry in part["chapters"]
+        if entry["file"].startswith("chapters/")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +97,9 @@ def test_chapter_renders_with_figures_and_no_errors(page, chapter):
 @pytest.mark.parametrize("chapter", _chapters())
 def test_colab_button_opens_the_committed_notebook(page, chapter):
     _open(page, f"{chapter}.html")
-    hrefs = page.locator("a[href*='colab.research.google.com']").evaluate_all("els => els.map(e => e.href)")
+    hrefs = page.locator("a[href*='colab.research.google.com']").evaluate_all(
+        "els => els.map(e => e.href)"
+    )
     assert hrefs, "the chapter has a Colab launch link"
     for href in hrefs:
         match = re.search(r"colab\.research\.google\.com/github/[^/]+/[^/]+/blob/[^/]+/(.+)$", href)
@@ -101,12 +108,15 @@ def test_colab_button_opens_the_committed_notebook(page, chapter):
         assert target == f"{chapter}.ipynb" and (ROOT / target).exists(), href
 
 
-@pytest.mark.parametrize("page_name,expected", [
-    ("book/intro.html", "Few-shot learning that runs"),
-    ("book/glossary.html", "支持集"),
-    ("book/api.html", "fslearn.fit"),
-    ("book/bibliography.html", "Jake Snell, Kevin Swersky, and Richard Zemel"),
-])
+@pytest.mark.parametrize(
+    "page_name,expected",
+    [
+        ("book/intro.html", "Few-shot learning that runs"),
+        ("book/glossary.html", "支持集"),
+        ("book/api.html", "fslearn.fit"),
+        ("book/bibliography.html", "Jake Snell, Kevin Swersky, and Richard Zemel"),
+    ],
+)
 def test_reference_pages_render(page, page_name, expected):
     _open(page, page_name)
     assert expected in page.locator("main").inner_text()

@@ -1,4 +1,5 @@
-"""Checkpoints: exact resume for every recipe, atomic writes, safe loading, clear mismatch errors."""
+"""Checkpoints: exact resume for every recipe, atomic writes, safe loading, clear mismatch "
+"errors."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import fslearn as fsl
+
 from synthetic import pattern_dataset
 
 SMALL = dict(hidden_channels=4, progress=False, seed=3)
@@ -19,9 +21,24 @@ SMALL = dict(hidden_channels=4, progress=False, seed=3)
 RECIPES = {
     "protonet": (fsl.train_protonet, dict(n_way=3, n_shot=2, n_query=2, halve_every=2), "steps", 6),
     "siamese": (fsl.train_siamese, dict(n_pairs=8), "steps", 6),
-    "triplet": (fsl.train_triplet, dict(strategy="semi-hard", n_classes=4, n_per_class=3), "steps", 6),
-    "maml": (fsl.train_maml, dict(n_way=3, n_shot=1, n_query=2, meta_batch=2, test_steps=2), "steps", 6),
-    "fomaml": (fsl.train_maml, dict(n_way=3, n_shot=1, n_query=2, meta_batch=2, first_order=True), "steps", 6),
+    "triplet": (
+        fsl.train_triplet,
+        dict(strategy="semi-hard", n_classes=4, n_per_class=3),
+        "steps",
+        6,
+    ),
+    "maml": (
+        fsl.train_maml,
+        dict(n_way=3, n_shot=1, n_query=2, meta_batch=2, test_steps=2),
+        "steps",
+        6,
+    ),
+    "fomaml": (
+        fsl.train_maml,
+        dict(n_way=3, n_shot=1, n_query=2, meta_batch=2, first_order=True),
+        "steps",
+        6,
+    ),
     "pretrain": (fsl.train_pretrained, dict(batch_size=16), "epochs", 4),
 }
 
@@ -37,9 +54,15 @@ def test_interrupted_and_resumed_run_ends_with_bit_identical_weights(method, dev
     straight, straight_history = recipe(data, **options, **SMALL, **{budget: total})
 
     path = tmp_path / "checkpoint.pt"
-    recipe(data, **options, **SMALL, **{budget: total // 2}, checkpoint=fsl.Checkpoint(path, every=1))
+    recipe(
+        data, **options, **SMALL, **{budget: total // 2}, checkpoint=fsl.Checkpoint(path, every=1)
+    )
     resumed, resumed_history = recipe(
-        data, **options, **SMALL, **{budget: total}, checkpoint=fsl.Checkpoint(path, every=1, resume=True)
+        data,
+        **options,
+        **SMALL,
+        **{budget: total},
+        checkpoint=fsl.Checkpoint(path, every=1, resume=True),
     )
 
     expected, got = weights(straight), weights(resumed)
@@ -60,7 +83,9 @@ def test_checkpoint_every_k_steps_and_the_log(tmp_path):
     saves = []
     original = checkpoint.save
     checkpoint.save = lambda history: (saves.append(history.steps), original(history))
-    _, history = fsl.train_protonet(data, n_way=3, n_shot=1, n_query=2, steps=5, **SMALL, checkpoint=checkpoint)
+    _, history = fsl.train_protonet(
+        data, n_way=3, n_shot=1, n_query=2, steps=5, **SMALL, checkpoint=checkpoint
+    )
     assert saves == [2, 4, 5]
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
@@ -74,8 +99,16 @@ def test_checkpoint_every_k_steps_and_the_log(tmp_path):
 
 def test_checkpoint_holds_only_safe_types(tmp_path):
     path = tmp_path / "c.pt"
-    fsl.train_maml(pattern_dataset(), n_way=3, n_shot=1, n_query=1, meta_batch=2, steps=1, **SMALL,
-                   checkpoint=fsl.Checkpoint(path))
+    fsl.train_maml(
+        pattern_dataset(),
+        n_way=3,
+        n_shot=1,
+        n_query=1,
+        meta_batch=2,
+        steps=1,
+        **SMALL,
+        checkpoint=fsl.Checkpoint(path),
+    )
     payload = torch.load(path, weights_only=True)  # raises if anything needs pickled code
     assert payload["format"] == fsl.training.checkpoint.FORMAT
     assert payload["spec"]["method"] == "maml" and payload["spec"]["n_way"] == 3
@@ -107,26 +140,47 @@ def test_resuming_with_other_settings_names_the_field(change, field, tmp_path):
     fsl.train_protonet(data, steps=2, **options, checkpoint=fsl.Checkpoint(path))
     before = path.read_bytes()
     with pytest.raises(ValueError, match=rf"saved with {field}=.* but this run has {field}="):
-        fsl.train_protonet(data, steps=4, **{**options, **change}, checkpoint=fsl.Checkpoint(path, resume=True))
+        fsl.train_protonet(
+            data, steps=4, **{**options, **change}, checkpoint=fsl.Checkpoint(path, resume=True)
+        )
     assert path.read_bytes() == before
 
 
 def test_resuming_another_method_names_the_method(tmp_path):
     data = pattern_dataset()
     path = tmp_path / "c.pt"
-    fsl.train_protonet(data, n_way=3, n_shot=1, n_query=2, steps=2, **SMALL, checkpoint=fsl.Checkpoint(path))
+    fsl.train_protonet(
+        data, n_way=3, n_shot=1, n_query=2, steps=2, **SMALL, checkpoint=fsl.Checkpoint(path)
+    )
     with pytest.raises(ValueError, match="method='protonet' but this run has method='maml'"):
-        fsl.train_maml(data, n_way=3, n_shot=1, n_query=2, meta_batch=2, steps=4, **SMALL,
-                       checkpoint=fsl.Checkpoint(path, resume=True))
+        fsl.train_maml(
+            data,
+            n_way=3,
+            n_shot=1,
+            n_query=2,
+            meta_batch=2,
+            steps=4,
+            **SMALL,
+            checkpoint=fsl.Checkpoint(path, resume=True),
+        )
 
 
 def test_resuming_past_the_budget_is_an_error(tmp_path):
     data = pattern_dataset()
     path = tmp_path / "c.pt"
-    fsl.train_protonet(data, n_way=3, n_shot=1, n_query=2, steps=4, **SMALL, checkpoint=fsl.Checkpoint(path))
+    fsl.train_protonet(
+        data, n_way=3, n_shot=1, n_query=2, steps=4, **SMALL, checkpoint=fsl.Checkpoint(path)
+    )
     with pytest.raises(ValueError, match="is at steps=4, past this run's steps=2"):
-        fsl.train_protonet(data, n_way=3, n_shot=1, n_query=2, steps=2, **SMALL,
-                           checkpoint=fsl.Checkpoint(path, resume=True))
+        fsl.train_protonet(
+            data,
+            n_way=3,
+            n_shot=1,
+            n_query=2,
+            steps=2,
+            **SMALL,
+            checkpoint=fsl.Checkpoint(path, resume=True),
+        )
 
 
 def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
@@ -152,11 +206,13 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
             real_save(obj, f)
 
         torch.save = dying_save
-        fsl.train_protonet(pattern_dataset(), n_way=3, n_shot=1, n_query=2, steps=3, hidden_channels=4,
-                           progress=False, checkpoint=checkpoint)
+        fsl.train_protonet(pattern_dataset(), n_way=3, n_shot=1, n_query=2, steps=3,
+                           hidden_channels=4, progress=False, checkpoint=checkpoint)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == -signal.SIGKILL, result.stderr
     leftovers = list(tmp_path.glob(".c.pt.*.tmp"))
     assert len(leftovers) == 1  # the half-written file, under a name no reader looks at
@@ -165,16 +221,30 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         fsl.read_checkpoint(leftovers[0])
     # the run resumes from step 1, and its next save clears the leftover
-    fsl.train_protonet(pattern_dataset(), n_way=3, n_shot=1, n_query=2, steps=3, **{**SMALL, "seed": 0},
-                       checkpoint=fsl.Checkpoint(path, resume=True))
+    fsl.train_protonet(
+        pattern_dataset(),
+        n_way=3,
+        n_shot=1,
+        n_query=2,
+        steps=3,
+        **{**SMALL, "seed": 0},
+        checkpoint=fsl.Checkpoint(path, resume=True),
+    )
     assert fsl.read_checkpoint(path)["history"]["steps"] == 3
     assert not list(tmp_path.glob(".c.pt.*.tmp"))
 
 
 def test_bad_files_get_clear_errors(tmp_path):
     truncated = tmp_path / "truncated.pt"
-    fsl.train_protonet(pattern_dataset(), n_way=3, n_shot=1, n_query=2, steps=1, **SMALL,
-                       checkpoint=fsl.Checkpoint(truncated))
+    fsl.train_protonet(
+        pattern_dataset(),
+        n_way=3,
+        n_shot=1,
+        n_query=2,
+        steps=1,
+        **SMALL,
+        checkpoint=fsl.Checkpoint(truncated),
+    )
     truncated.write_bytes(truncated.read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated.pt is not a readable checkpoint"):
         fsl.read_checkpoint(truncated)
@@ -191,7 +261,9 @@ def test_load_learner_predicts_like_the_trained_learner(tmp_path):
     episodes = fsl.EpisodeSet(data, 3, 1, 2, n_episodes=4, seed=1)
     for name, (recipe, options, budget, _) in RECIPES.items():
         path = tmp_path / f"{name}.pt"
-        learner, _ = recipe(data, **options, **SMALL, **{budget: 1}, checkpoint=fsl.Checkpoint(path))
+        learner, _ = recipe(
+            data, **options, **SMALL, **{budget: 1}, checkpoint=fsl.Checkpoint(path)
+        )
         loaded = fsl.load_learner(path, n_way=3, image_shape=data.image_shape)
         if name == "pretrain":
             learner = fsl.FineTune(learner.backbone, data.image_shape, 3)
@@ -199,19 +271,32 @@ def test_load_learner_predicts_like_the_trained_learner(tmp_path):
         for episode in episodes:
             with torch.no_grad():
                 expected = learner(episode.support_x, episode.support_y, episode.query_x)
-            torch.testing.assert_close(loaded(episode.support_x, episode.support_y, episode.query_x), expected)
+            torch.testing.assert_close(
+                loaded(episode.support_x, episode.support_y, episode.query_x), expected
+            )
 
 
 def test_load_learner_refuses_tasks_it_cannot_do(tmp_path):
     data = pattern_dataset()
     maml = tmp_path / "maml.pt"
-    fsl.train_maml(data, n_way=3, n_shot=1, n_query=1, meta_batch=2, steps=1, **SMALL, checkpoint=fsl.Checkpoint(maml))
+    fsl.train_maml(
+        data,
+        n_way=3,
+        n_shot=1,
+        n_query=1,
+        meta_batch=2,
+        steps=1,
+        **SMALL,
+        checkpoint=fsl.Checkpoint(maml),
+    )
     with pytest.raises(ValueError, match="3-way head .* cannot classify n_way=5"):
         fsl.load_learner(maml, n_way=5)
     with pytest.raises(ValueError, match=r"image_shape=\(1, 16, 16\)"):
         fsl.load_learner(maml, image_shape=(3, 84, 84))
     pretrain = tmp_path / "pretrain.pt"
-    fsl.train_pretrained(data, epochs=1, batch_size=40, **SMALL, checkpoint=fsl.Checkpoint(pretrain))
+    fsl.train_pretrained(
+        data, epochs=1, batch_size=40, **SMALL, checkpoint=fsl.Checkpoint(pretrain)
+    )
     with pytest.raises(ValueError, match="pass n_way="):
         fsl.load_learner(pretrain)
 

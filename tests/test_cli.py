@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fslearn as fsl
+
 from synthetic import make_runs, write_zip
 
 TINY = ["--recipe", "quick", "--hidden-channels", "4", "--test-episodes", "4", "--no-progress"]
@@ -21,8 +22,14 @@ TINY = ["--recipe", "quick", "--hidden-channels", "4", "--test-episodes", "4", "
 def fslearn(*args, cwd=None, check=True):
     """Run `python -m fslearn ARGS`; return the completed process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "fslearn", *map(str, args)], capture_output=True, text=True,
-                            cwd=cwd, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "fslearn", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -39,7 +46,19 @@ def fails(*args, match: str, code: int = 1, **kwargs):
 @pytest.fixture(scope="module")
 def protonet_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "protonet"
-    result = fslearn("train", "protonet", *TINY, "--steps", 6, "--n-way", 5, "--checkpoint-every", 3, "--out", out)
+    result = fslearn(
+        "train",
+        "protonet",
+        *TINY,
+        "--steps",
+        6,
+        "--n-way",
+        5,
+        "--checkpoint-every",
+        3,
+        "--out",
+        out,
+    )
     return out, result
 
 
@@ -59,9 +78,18 @@ def test_console_script_is_installed():
 
 def test_train_writes_config_metrics_checkpoint_and_results(protonet_run):
     out, result = protonet_run
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+    ]
     config = json.loads((out / "config.json").read_text())
-    assert config["method"] == "protonet" and config["settings"]["steps"] == 6 and config["settings"]["n_way"] == 5
+    assert (
+        config["method"] == "protonet"
+        and config["settings"]["steps"] == 6
+        and config["settings"]["n_way"] == 5
+    )
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     results = json.loads((out / "results.json").read_text())
@@ -70,8 +98,9 @@ def test_train_writes_config_metrics_checkpoint_and_results(protonet_run):
     # Score the saved learner on those episodes here, by hand: the run must report just that.
     device = torch.device(config["device"])  # the run's, so that the arithmetic is the same
     dataset = fsl.load_dataset("embedded", "test", progress=False, device=device)
-    learner = fsl.load_learner(out / "checkpoint.pt", n_way=5, image_shape=(1, 28, 28),
-                               device=device)
+    learner = fsl.load_learner(
+        out / "checkpoint.pt", n_way=5, image_shape=(1, 28, 28), device=device
+    )
     accuracies = []
     with torch.no_grad():
         for episode in fsl.EpisodeSet(dataset, 5, 1, 15, n_episodes=4, seed=0):
@@ -90,7 +119,17 @@ def test_eval_reproduces_the_test_of_train_and_prints_json(protonet_run):
     results = json.loads((out / "results.json").read_text())
     shown = json.loads(fslearn("eval", out / "checkpoint.pt", "--episodes", 4, "--json").stdout)
     assert shown["accuracy"] == results["accuracy"] and shown["ci95"] == results["ci95"]
-    text = fslearn("eval", out / "checkpoint.pt", "--episodes", 4, "--n-shot", 5, "--n-query", 5, "--no-progress").stdout
+    text = fslearn(
+        "eval",
+        out / "checkpoint.pt",
+        "--episodes",
+        4,
+        "--n-shot",
+        5,
+        "--n-query",
+        5,
+        "--no-progress",
+    ).stdout
     assert "embedded test, 5-way 5-shot, 4 episodes of 5 queries per class:" in text
 
 
@@ -110,18 +149,30 @@ def test_pretrain_trains_in_epochs_and_tests_with_a_fitted_head(tmp_path):
     out = tmp_path / "pretrain"
     result = fslearn("train", "pretrain", *TINY, "--epochs", 1, "--out", out)
     assert "5-way 1-shot" in result.stdout
-    fails("train", "pretrain", *TINY, "--steps", 3, "--out", tmp_path / "other", match="it trains in --epochs")
+    fails(
+        "train",
+        "pretrain",
+        *TINY,
+        "--steps",
+        3,
+        "--out",
+        tmp_path / "other",
+        match="it trains in --epochs",
+    )
 
 
 def test_eval_runs_scores_lakes_twenty_runs(protonet_run, tmp_path):
     files, _ = make_runs(random.Random(0))
     runs = write_zip(tmp_path / "all_runs.zip", files)
     out, _ = protonet_run
-    scores = json.loads(fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs, "--json").stdout)
+    scores = json.loads(
+        fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs, "--json").stdout
+    )
     # Each run's error of the saved learner, worked out here: 20-way 1-shot, support labels 0..19.
     device = torch.device(json.loads((out / "config.json").read_text())["device"])
-    learner = fsl.load_learner(out / "checkpoint.pt", n_way=20, image_shape=(1, 28, 28),
-                               device=device)
+    learner = fsl.load_learner(
+        out / "checkpoint.pt", n_way=20, image_shape=(1, 28, 28), device=device
+    )
     errors = []
     with torch.no_grad():
         for run in fsl.load_runs(runs):
@@ -130,21 +181,63 @@ def test_eval_runs_scores_lakes_twenty_runs(protonet_run, tmp_path):
             errors.append(100 * (logits.argmax(1) != run.query_y).double().mean().item())
     assert scores["errors"] == pytest.approx(errors, abs=1e-9)
     assert scores["mean_error"] == pytest.approx(statistics.fmean(errors), abs=1e-9)
-    assert "mean error over 20 runs" in fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs).stdout
-    fails("eval-runs", out / "checkpoint.pt", "--runs", tmp_path / "missing.zip", match="missing.zip")
+    assert (
+        "mean error over 20 runs"
+        in fslearn("eval-runs", out / "checkpoint.pt", "--runs", runs).stdout
+    )
+    fails(
+        "eval-runs", out / "checkpoint.pt", "--runs", tmp_path / "missing.zip", match="missing.zip"
+    )
 
 
 def test_bad_requests_fail_with_a_clear_message(protonet_run, tmp_path):
     out, _ = protonet_run
     fails("train", "matchingnet", match="invalid choice: 'matchingnet'", code=2)
     fails("train", "protonet", "--steps", 0, match="must be a positive integer", code=2)
-    fails("train", "protonet", *TINY, "--meta-batch", 4, match="--meta-batch does not apply to protonet")
+    fails(
+        "train",
+        "protonet",
+        *TINY,
+        "--meta-batch",
+        4,
+        match="--meta-batch does not apply to protonet",
+    )
     fails("train", "protonet", *TINY, "--out", out, match="already holds a run: pass --resume")
-    fails("train", "protonet", *TINY, "--out", tmp_path / "new", "--resume", match="no checkpoint at")
-    fails("train", "maml", *TINY, "--test-n-way", 20, "--out", tmp_path / "m", match="cannot be tested on 20-way")
-    fails("train", "protonet", *TINY, "--n-shot", 15, "--n-query", 10, "--out", tmp_path / "p",
-          match="n_shot + n_query = 15 + 10 = 25 images per class")
-    fails("train", "maml", *TINY, "--dataset", "miniimagenet", "--out", tmp_path / "mini", match="--data-root")
+    fails(
+        "train", "protonet", *TINY, "--out", tmp_path / "new", "--resume", match="no checkpoint at"
+    )
+    fails(
+        "train",
+        "maml",
+        *TINY,
+        "--test-n-way",
+        20,
+        "--out",
+        tmp_path / "m",
+        match="cannot be tested on 20-way",
+    )
+    fails(
+        "train",
+        "protonet",
+        *TINY,
+        "--n-shot",
+        15,
+        "--n-query",
+        10,
+        "--out",
+        tmp_path / "p",
+        match="n_shot + n_query = 15 + 10 = 25 images per class",
+    )
+    fails(
+        "train",
+        "maml",
+        *TINY,
+        "--dataset",
+        "miniimagenet",
+        "--out",
+        tmp_path / "mini",
+        match="--data-root",
+    )
     fails("eval", tmp_path / "nothing.pt", match="no checkpoint at")
     broken = tmp_path / "broken.pt"
     broken.write_bytes((out / "checkpoint.pt").read_bytes()[:500])
@@ -155,24 +248,58 @@ def test_bad_requests_fail_with_a_clear_message(protonet_run, tmp_path):
 def test_resuming_with_other_options_changes_nothing(protonet_run):
     out, _ = protonet_run
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    fails("train", "protonet", *TINY, "--steps", 8, "--n-way", 6, "--out", out, "--resume",
-          match="saved with n_way=5 but this run has n_way=6")
+    fails(
+        "train",
+        "protonet",
+        *TINY,
+        "--steps",
+        8,
+        "--n-way",
+        6,
+        "--out",
+        out,
+        "--resume",
+        match="saved with n_way=5 but this run has n_way=6",
+    )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_a_maml_checkpoint_refuses_other_way_counts(tmp_path):
     out = tmp_path / "maml"
-    fslearn("train", "maml", *TINY, "--steps", 1, "--meta-batch", 2, "--test-steps", 1, "--out", out)
-    fails("eval", out / "checkpoint.pt", "--n-way", 20, "--episodes", 2, match="5-way head (n_way=5)")
+    fslearn(
+        "train", "maml", *TINY, "--steps", 1, "--meta-batch", 2, "--test-steps", 1, "--out", out
+    )
+    fails(
+        "eval", out / "checkpoint.pt", "--n-way", 20, "--episodes", 2, match="5-way head (n_way=5)"
+    )
 
 
 def test_bench_prints_tables_and_writes_a_results_file(tmp_path):
     out = tmp_path / "speed.json"
-    result = fslearn("bench", "--device", "cpu", "--settings", "omniglot-1", "--meta-batch", 1, "--iterations", 1,
-                     "--no-compile", "--out", out, "--notes", "test run")
+    result = fslearn(
+        "bench",
+        "--device",
+        "cpu",
+        "--settings",
+        "omniglot-1",
+        "--meta-batch",
+        1,
+        "--iterations",
+        1,
+        "--no-compile",
+        "--out",
+        out,
+        "--notes",
+        "test run",
+    )
     assert "| episode shape" in result.stdout and "| per-task loop (baseline)" in result.stdout
     record = json.loads(out.read_text())
-    assert record["notes"] == "test run" and record["command"].startswith("fslearn bench --device cpu")
+    assert record["notes"] == "test run" and record["command"].startswith(
+        "fslearn bench --device cpu"
+    )
     assert "--notes" not in record["command"]
-    assert [row["implementation"] for row in record["rows"]] == ["per-task loop (baseline)", "fslearn eager (vmap)"]
+    assert [row["implementation"] for row in record["rows"]] == [
+        "per-task loop (baseline)",
+        "fslearn eager (vmap)",
+    ]
     fails("bench", "--what", "maml", "--settings", "omniglot-20", match="omniglot-1")

@@ -5,8 +5,15 @@ import fslearn as fsl
 
 
 def _dataset(n_classes=4, n_per_class=3):
-    images = torch.arange(n_classes * n_per_class * 4, dtype=torch.uint8).view(n_classes, n_per_class, 1, 2, 2)
-    return fsl.FewShotDataset(images, [f"g{i % 2}/c{i}" for i in range(n_classes)], [f"g{i % 2}" for i in range(n_classes)], "toy")
+    images = torch.arange(n_classes * n_per_class * 4, dtype=torch.uint8).view(
+        n_classes, n_per_class, 1, 2, 2
+    )
+    return fsl.FewShotDataset(
+        images,
+        [f"g{i % 2}/c{i}" for i in range(n_classes)],
+        [f"g{i % 2}" for i in range(n_classes)],
+        "toy",
+    )
 
 
 def test_shape_properties_and_repr():
@@ -39,12 +46,19 @@ def test_to_device(device):
     assert _dataset().to(device).images.device.type == device.type
 
 
-@pytest.mark.parametrize("images,names,message", [
-    (torch.zeros(0, 3, 1, 2, 2, dtype=torch.uint8), [], "empty: 0 classes × 3 images"),
-    (torch.zeros(2, 0, 1, 2, 2, dtype=torch.uint8), ["a", "b"], "empty: 2 classes × 0 images"),
-    (torch.zeros(2, 3, 2, 2, dtype=torch.uint8), ["a", "b"], r"\(n_classes, n_per_class, C, H, W\); got \(2, 3, 2, 2\)"),
-    (torch.zeros(2, 3, 1, 2, 2, dtype=torch.uint8), ["a"], "2 classes but 1 class names"),
-])
+@pytest.mark.parametrize(
+    "images,names,message",
+    [
+        (torch.zeros(0, 3, 1, 2, 2, dtype=torch.uint8), [], "empty: 0 classes × 3 images"),
+        (torch.zeros(2, 0, 1, 2, 2, dtype=torch.uint8), ["a", "b"], "empty: 2 classes × 0 images"),
+        (
+            torch.zeros(2, 3, 2, 2, dtype=torch.uint8),
+            ["a", "b"],
+            r"\(n_classes, n_per_class, C, H, W\); got \(2, 3, 2, 2\)",
+        ),
+        (torch.zeros(2, 3, 1, 2, 2, dtype=torch.uint8), ["a"], "2 classes but 1 class names"),
+    ],
+)
 def test_bad_datasets_are_rejected(images, names, message):
     with pytest.raises(ValueError, match=message):
         fsl.FewShotDataset(images, names, names)

@@ -15,12 +15,15 @@ def test_embedded_by_name_matches_the_direct_loader():
     assert torch.equal(test.images, fsl.load_embedded("evaluation", progress=False).images)
 
 
-@pytest.mark.parametrize("name,split,message", [
-    ("imagenet", "train", r"unknown dataset 'imagenet'; choose one of \('embedded'"),
-    ("embedded", "val", r"embedded has splits \('train', 'test'\); got 'val'"),
-    ("miniimagenet", "train", "pass the folder of your copy .* as root="),
-    ("omniglot-small", "val", r"omniglot-small has splits \('train', 'test'\)"),
-])
+@pytest.mark.parametrize(
+    "name,split,message",
+    [
+        ("imagenet", "train", r"unknown dataset 'imagenet'; choose one of \('embedded'"),
+        ("embedded", "val", r"embedded has splits \('train', 'test'\); got 'val'"),
+        ("miniimagenet", "train", "pass the folder of your copy .* as root="),
+        ("omniglot-small", "val", r"omniglot-small has splits \('train', 'test'\)"),
+    ],
+)
 def test_bad_names_and_splits(name, split, message):
     with pytest.raises(ValueError, match=message):
         fsl.load_dataset(name, split)
@@ -32,7 +35,10 @@ def test_missing_omniglot_says_how_to_get_it(tmp_path):
     assert f"{tmp_path / 'omniglot' / 'images_background.zip'} does not exist" in str(error.value)
 
 
-@pytest.mark.skipif(not (SHARED / "images_background_small2.zip").exists(), reason=f"no real Omniglot zips in {SHARED}")
+@pytest.mark.skipif(
+    not (SHARED / "images_background_small2.zip").exists(),
+    reason=f"no real Omniglot zips in {SHARED}",
+)
 def test_omniglot_small_protocol_on_the_real_zips(tmp_path, tmp_cache):
     root = tmp_path / "data"
     (root / "omniglot").mkdir(parents=True)

@@ -18,7 +18,9 @@ def test_split_sizes_match_omniglot(full_set):
     assert (background.n_classes, evaluation.n_classes) == (964, 659)
     assert len(set(background.groups)) == 30 and len(set(evaluation.groups)) == 20
     assert not set(background.groups) & set(evaluation.groups)
-    assert background.images.shape == (964, 20, 1, 28, 28) and background.images.dtype == torch.uint8
+    assert (
+        background.images.shape == (964, 20, 1, 28, 28) and background.images.dtype == torch.uint8
+    )
     assert torch.equal(torch.cat([background.images, evaluation.images]), full_set.images)
     assert len(set(full_set.class_names)) == 1623
 
@@ -28,7 +30,9 @@ def test_images_are_ink_on_blank_and_not_empty(full_set):
     ink = images.flatten(2).mean(-1)  # (classes, drawers)
     assert ink.min() > 0.01, "every image has some ink"
     assert ink.max() < 0.5, "ink is the foreground, not the background"
-    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], -1)
+    border = torch.cat(
+        [images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], -1
+    )
     assert border.mean() < 0.2 * images.mean(), "characters sit inside the canvas"
 
 
@@ -36,12 +40,18 @@ def test_alphabets_are_order_independent_and_deterministic(full_set):
     sizes = embedded.BACKGROUND_ALPHABET_SIZES + embedded.EVALUATION_ALPHABET_SIZES
     subset = embedded.generate(seed=0, alphabets=[31, 2])
     start_31, start_2 = sum(sizes[:31]), sum(sizes[:2])
-    expected = torch.cat([
-        full_set.images[start_31 : start_31 + sizes[31]],
-        full_set.images[start_2 : start_2 + sizes[2]],
-    ])
+    expected = torch.cat(
+        [
+            full_set.images[start_31 : start_31 + sizes[31]],
+            full_set.images[start_2 : start_2 + sizes[2]],
+        ]
+    )
     assert torch.equal(subset.images, expected)
-    assert subset.class_names == full_set.class_names[start_31 : start_31 + sizes[31]] + full_set.class_names[start_2 : start_2 + sizes[2]]
+    assert (
+        subset.class_names
+        == full_set.class_names[start_31 : start_31 + sizes[31]]
+        + full_set.class_names[start_2 : start_2 + sizes[2]]
+    )
 
 
 def test_another_seed_draws_other_alphabets():
@@ -102,8 +112,13 @@ def test_cache_is_written_atomically_and_reused(tmp_cache, monkeypatch):
 
 
 def test_interrupted_cache_write_leaves_nothing(tmp_cache, monkeypatch):
-    monkeypatch.setattr(embedded, "generate", lambda seed, size, progress=False: embedded.FewShotDataset(
-        torch.zeros(1, 2, 1, 28, 28, dtype=torch.uint8), ["a/c1"], ["a"]))
+    monkeypatch.setattr(
+        embedded,
+        "generate",
+        lambda seed, size, progress=False: embedded.FewShotDataset(
+            torch.zeros(1, 2, 1, 28, 28, dtype=torch.uint8), ["a/c1"], ["a"]
+        ),
+    )
 
     def crash(obj, path):
         with open(path, "wb") as f:
@@ -117,8 +132,13 @@ def test_interrupted_cache_write_leaves_nothing(tmp_cache, monkeypatch):
 
 
 def test_corrupt_cache_is_regenerated_with_a_warning(tmp_cache, monkeypatch):
-    monkeypatch.setattr(embedded, "generate", lambda seed, size, progress=False: embedded.FewShotDataset(
-        torch.ones(1, 2, 1, 28, 28, dtype=torch.uint8), ["a/c1"], ["a"]))
+    monkeypatch.setattr(
+        embedded,
+        "generate",
+        lambda seed, size, progress=False: embedded.FewShotDataset(
+            torch.ones(1, 2, 1, 28, 28, dtype=torch.uint8), ["a/c1"], ["a"]
+        ),
+    )
     path = embedded._cache_file(6, 28)
     path.write_bytes(b"not a torch file")
     with pytest.warns(UserWarning, match="unreadable cache"):
@@ -135,10 +155,13 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     assert fsl.cache_dir() == tmp_path / "xdg" / "fslearn"
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(split="train"), "split must be one of .*got 'train'"),
-    (dict(image_size=32), r"image_size must be one of \(28, 84, 105\); got 32"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(split="train"), "split must be one of .*got 'train'"),
+        (dict(image_size=32), r"image_size must be one of \(28, 84, 105\); got 32"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         fsl.load_embedded(**kwargs)
@@ -172,7 +195,8 @@ def test_render_matches_brute_force_distance():
 def test_a_horizontal_stroke_inks_its_row():
     segment = torch.tensor([[[[0.1, 0.5], [0.9, 0.5]]]], dtype=torch.float64)
     ink = glyphs.render(segment, torch.tensor([[0.2]], dtype=torch.float64), 10)[0]
-    # Row centres 0.45 and 0.55 lie half a pixel inside the pen; 0.35 and 0.65 on the ramp's outer end.
+    # Row centres 0.45 and 0.55 lie half a pixel inside the pen; 0.35 and 0.65 on the ramp's
+    # outer end.
     assert ink[4:6, 1:9].min() > 0.999
     # Round caps: pixel (0.05, 0.45) is 0.05·√2 from the end point, inside the pen by 0.1 - 0.0707.
     assert ink[4, 0].item() == pytest.approx(0.5 + (0.1 - 0.05 * 2**0.5) * 10, abs=1e-5)

@@ -6,6 +6,7 @@ import torch
 
 import fslearn as fsl
 from fslearn import EpisodeSampler, EpisodeSet
+
 from synthetic import decode, labelled_dataset
 
 
@@ -42,7 +43,9 @@ def test_sampler_batches_tasks_and_covers_classes_and_orders(device):
     counts = torch.bincount(batch.classes.flatten().cpu(), minlength=12)
     assert counts.min() > 40, "every class is drawn"
     first_label_class = torch.bincount(batch.classes[:, 0].cpu(), minlength=12)
-    assert (first_label_class > 0).sum() >= 10, "class order is shuffled: label 0 is not always the same class"
+    assert (first_label_class > 0).sum() >= 10, (
+        "class order is shuffled: label 0 is not always the same class"
+    )
     s_cls, _ = decode(batch.support_x)
     assert torch.equal(s_cls, batch.classes.gather(1, batch.support_y))
 
@@ -66,23 +69,41 @@ def test_rotation_is_per_class_per_task(device):
     images[..., 0, 0] = 255  # a mark in the top-left corner shows the rotation
     dataset = fsl.FewShotDataset(images, [f"c{i}" for i in range(6)], ["a"] * 6).to(device)
     batch = EpisodeSampler(dataset, 3, 1, 3, seed=0, rotate=True).sample(n_tasks=100)
-    x = torch.cat([batch.support_x.view(100, 3, 1, 1, 5, 5), batch.query_x.view(100, 3, 3, 1, 5, 5)], dim=2)
-    corners = torch.stack([x[..., 0, 0], x[..., 4, 0], x[..., 4, 4], x[..., 0, 4]], -1)  # (100, 3, 4, 1, 4)
+    x = torch.cat(
+        [batch.support_x.view(100, 3, 1, 1, 5, 5), batch.query_x.view(100, 3, 3, 1, 5, 5)], dim=2
+    )
+    corners = torch.stack(
+        [x[..., 0, 0], x[..., 4, 0], x[..., 4, 4], x[..., 0, 4]], -1
+    )  # (100, 3, 4, 1, 4)
     turn = corners.argmax(-1)  # which corner holds the mark
     assert (turn == turn[:, :, :1]).all(), "all images of a class in a task share one rotation"
     assert set(turn.flatten().tolist()) == {0, 1, 2, 3}
     with pytest.raises(ValueError, match="square images; got 5×6"):
-        EpisodeSampler(fsl.FewShotDataset(torch.zeros(4, 3, 1, 5, 6, dtype=torch.uint8), list("abcd"), list("aaaa")), 2, 1, 1, rotate=True)
+        EpisodeSampler(
+            fsl.FewShotDataset(
+                torch.zeros(4, 3, 1, 5, 6, dtype=torch.uint8), list("abcd"), list("aaaa")
+            ),
+            2,
+            1,
+            1,
+            rotate=True,
+        )
 
 
-@pytest.mark.parametrize("args,message", [
-    ((13, 1, 1), r"n_way=13 but labelled has only 12 classes; use n_way ≤ 12"),
-    ((5, 4, 7), r"n_shot \+ n_query = 4 \+ 7 = 11 images per class, but labelled has only 10 per class"),
-    ((0, 1, 1), r"n_way must be a positive integer; got 0"),
-    ((5, -1, 1), r"n_shot must be a positive integer; got -1"),
-    ((5, 1, 0), r"n_query must be a positive integer; got 0"),
-    ((5, 1.0, 1), r"n_shot must be a positive integer; got 1.0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((13, 1, 1), r"n_way=13 but labelled has only 12 classes; use n_way ≤ 12"),
+        (
+            (5, 4, 7),
+            r"n_shot \+ n_query = 4 \+ 7 = 11 images per class, but labelled has only 10 per class",
+        ),
+        ((0, 1, 1), r"n_way must be a positive integer; got 0"),
+        ((5, -1, 1), r"n_shot must be a positive integer; got -1"),
+        ((5, 1, 0), r"n_query must be a positive integer; got 0"),
+        ((5, 1.0, 1), r"n_shot must be a positive integer; got 1.0"),
+    ],
+)
 def test_bad_episode_shapes_name_the_numbers(args, message):
     with pytest.raises(ValueError, match=message):
         EpisodeSampler(labelled_dataset(), *args)
@@ -91,7 +112,9 @@ def test_bad_episode_shapes_name_the_numbers(args, message):
 
 
 def test_bad_task_count():
-    with pytest.raises(ValueError, match=r"n_tasks must be a positive integer \(or None for one episode\); got 0"):
+    with pytest.raises(
+        ValueError, match=r"n_tasks must be a positive integer \(or None for one episode\); got 0"
+    ):
         EpisodeSampler(labelled_dataset(), 2, 1, 1).sample(0)
 
 
@@ -100,7 +123,9 @@ def test_episode_set_is_fixed_and_device_independent(device):
     dev_set = EpisodeSet(labelled_dataset(device=device), 4, 2, 3, n_episodes=25, seed=3)
     assert len(cpu_set) == 25
     for a, b in zip(cpu_set, dev_set):
-        assert torch.equal(a.support_x, b.support_x.cpu()) and torch.equal(a.query_y, b.query_y.cpu())
+        assert torch.equal(a.support_x, b.support_x.cpu()) and torch.equal(
+            a.query_y, b.query_y.cpu()
+        )
     assert torch.equal(cpu_set[-1].query_x, cpu_set[24].query_x)
     other = EpisodeSet(labelled_dataset(), 4, 2, 3, n_episodes=25, seed=4)
     assert not torch.equal(cpu_set.classes, other.classes)
@@ -136,7 +161,9 @@ def test_evaluate_oracle_learners(device):
         return (q_cls[:, None] == s_cls[None, :]).float()  # 1 shot: support order is label order
 
     def constant(support_x, support_y, query_x):
-        return torch.zeros(query_x.shape[0], 5, device=query_x.device).index_fill_(1, torch.tensor([0], device=query_x.device), 1.0)
+        return torch.zeros(query_x.shape[0], 5, device=query_x.device).index_fill_(
+            1, torch.tensor([0], device=query_x.device), 1.0
+        )
 
     def right_on_even_images(support_x, support_y, query_x):
         label = perfect(support_x, support_y, query_x).argmax(1)
@@ -155,7 +182,10 @@ def test_evaluate_oracle_learners(device):
     assert result.mean == pytest.approx(statistics.fmean(expected))
     assert result.ci95 == pytest.approx(1.96 * statistics.stdev(expected) / math.sqrt(30))
 
-    with pytest.raises(ValueError, match=r"logits of shape \(20, 3\); expected \(n_way \* n_query, n_way\) = \(20, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"logits of shape \(20, 3\); expected \(n_way \* n_query, n_way\) = \(20, 5\)",
+    ):
         fsl.evaluate(lambda s, y, q: torch.zeros(q.shape[0], 3), episodes)
 
 
@@ -181,18 +211,27 @@ def test_nearest_prototype_oracle_and_support_order():
     support_y = torch.tensor([0, 0, 1, 1, 2, 2])
     logits = fsl.NearestPrototype()(support_x, support_y, query_x)
     means = support_x.flatten(1).view(3, 2, 16).mean(1)
-    torch.testing.assert_close(logits, -torch.cdist(query_x.flatten(1), means) ** 2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        logits, -(torch.cdist(query_x.flatten(1), means) ** 2), atol=1e-5, rtol=1e-4
+    )
     perm = torch.randperm(6, generator=g)
-    torch.testing.assert_close(fsl.NearestPrototype()(support_x[perm], support_y[perm], query_x), logits)
+    torch.testing.assert_close(
+        fsl.NearestPrototype()(support_x[perm], support_y[perm], query_x), logits
+    )
     cos = fsl.NearestPrototype(distance="cosine")(support_x, support_y, query_x)
-    torch.testing.assert_close(cos, torch.nn.functional.cosine_similarity(query_x.flatten(1)[:, None], means[None], dim=-1))
+    torch.testing.assert_close(
+        cos, torch.nn.functional.cosine_similarity(query_x.flatten(1)[:, None], means[None], dim=-1)
+    )
     with pytest.raises(ValueError, match="got 'manhattan'"):
         fsl.NearestPrototype(distance="manhattan")
 
 
 def test_squared_euclidean_oracle_in_float64():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(7, 33, generator=g, dtype=torch.float64), torch.randn(4, 33, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.randn(7, 33, generator=g, dtype=torch.float64),
+        torch.randn(4, 33, generator=g, dtype=torch.float64),
+    )
     expected = torch.stack([torch.stack([(x - y).square().sum() for y in b]) for x in a])
     torch.testing.assert_close(fsl.squared_euclidean(a, b), expected)
     assert (fsl.squared_euclidean(a, a).diagonal() >= 0).all()

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fslearn as fsl
+
 from synthetic import separable_characters
 
 
@@ -20,9 +21,17 @@ def test_protonet_learns_episodes_on_every_device(device):
         return F.cross_entropy(logits, episode.query_y), {"accuracy": accuracy}
 
     before = fsl.evaluate(model, val).mean
-    history = fsl.train_steps(model, step, steps=40, steps_per_epoch=10, validate=lambda: fsl.evaluate(model, val),
-                              eval_every=20, sync_every=7, progress=False,
-                              optimizer=torch.optim.Adam(model.parameters(), lr=3e-3))
+    history = fsl.train_steps(
+        model,
+        step,
+        steps=40,
+        steps_per_epoch=10,
+        validate=lambda: fsl.evaluate(model, val),
+        eval_every=20,
+        sync_every=7,
+        progress=False,
+        optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
+    )
     assert history.steps == 40 and history.episodes == 40 and history.epoch == 4.0
     assert len(history.loss) == len(history.time) == len(history.metrics["accuracy"]) == 40
     assert [v["step"] for v in history.validation] == [20, 40]
@@ -34,8 +43,15 @@ def test_counters_axes_and_schedule():
     model = nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
-    history = fsl.train_steps(model, lambda step: model(torch.ones(1, 2)).square().sum(), steps=12,
-                              optimizer=optimizer, scheduler=scheduler, episodes_per_step=32, progress=False)
+    history = fsl.train_steps(
+        model,
+        lambda step: model(torch.ones(1, 2)).square().sum(),
+        steps=12,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        episodes_per_step=32,
+        progress=False,
+    )
     assert history.episodes == 12 * 32
     assert history.axis("episode")[:2] == [32, 64] and history.axis("step")[-1] == 12
     assert optimizer.param_groups[0]["lr"] == 0.25  # halved after steps 5 and 10
@@ -54,11 +70,14 @@ def test_nan_loss_names_the_step():
         fsl.train_steps(model, step, steps=10, sync_every=4, progress=False)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(steps=0), "steps must be a positive integer; got 0"),
-    (dict(steps=3, eval_every=2), "give validate and eval_every together"),
-    (dict(steps=3, episodes_per_step=0), "episodes_per_step must be a positive integer; got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(steps=0), "steps must be a positive integer; got 0"),
+        (dict(steps=3, eval_every=2), "give validate and eval_every together"),
+        (dict(steps=3, episodes_per_step=0), "episodes_per_step must be a positive integer; got 0"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     model = nn.Linear(2, 1)
     with pytest.raises(ValueError, match=message):
@@ -75,10 +94,15 @@ def test_protonet_oracle_and_scale():
     torch.testing.assert_close(net(support_x, support_y, query_x), expected)
     query_y = torch.tensor([0, 1, 2, 0])
     # The prototypical loss is cross-entropy over negative squared distances.
-    torch.testing.assert_close(F.cross_entropy(net(support_x, support_y, query_x), query_y),
-                               -torch.log_softmax(expected, -1)[torch.arange(4), query_y].mean())
+    torch.testing.assert_close(
+        F.cross_entropy(net(support_x, support_y, query_x), query_y),
+        -torch.log_softmax(expected, -1)[torch.arange(4), query_y].mean(),
+    )
     cosine = fsl.ProtoNet(nn.Identity(), "cosine")
-    torch.testing.assert_close(cosine(support_x, support_y, query_x), 10 * F.cosine_similarity(query_x[:, None], prototypes[None], dim=-1))
+    torch.testing.assert_close(
+        cosine(support_x, support_y, query_x),
+        10 * F.cosine_similarity(query_x[:, None], prototypes[None], dim=-1),
+    )
     learned = fsl.ProtoNet(nn.Identity(), "cosine", scale=5.0, learn_scale=True)
     assert [n for n, _ in learned.named_parameters()] == ["log_scale"]
     logits = learned(support_x, support_y, query_x)
@@ -94,4 +118,9 @@ def test_protonet_oracle_and_scale():
 def test_unnamed_metrics_are_explained():
     model = nn.Linear(2, 1)
     with pytest.raises(TypeError, match=r"got \(loss, Tensor\). Name the extra value"):
-        fsl.train_steps(model, lambda step: (model(torch.ones(1, 2)).sum(), torch.tensor(1.0)), steps=2, progress=False)
+        fsl.train_steps(
+            model,
+            lambda step: (model(torch.ones(1, 2)).sum(), torch.tensor(1.0)),
+            steps=2,
+            progress=False,
+        )

@@ -8,6 +8,7 @@ from torch.func import functional_call
 
 import fslearn as fsl
 from fslearn.bench import per_task_meta_loss
+
 from synthetic import labelled_dataset, pattern_dataset
 
 N_WAY, N_SHOT, N_QUERY, N_TASKS = 3, 2, 3, 4
@@ -62,10 +63,24 @@ def test_second_order_meta_gradient_equals_per_task_autograd_loop(steps):
     model = tiny_model()
     batch = tasks()
     _, vmapped = batched_meta_gradient(fsl.MAML(model, inner_lr=0.3, inner_steps=steps), batch)
-    loop = torch.cat([g.flatten() for g in hand_loop_meta_gradient(model, batch, inner_lr=0.3, steps=steps, create_graph=True)])
+    loop = torch.cat(
+        [
+            g.flatten()
+            for g in hand_loop_meta_gradient(
+                model, batch, inner_lr=0.3, steps=steps, create_graph=True
+            )
+        ]
+    )
     assert relative_error(vmapped, loop) < 1e-8
     # Dropping the second-order terms changes the gradient: the test can tell them apart.
-    first = torch.cat([g.flatten() for g in hand_loop_meta_gradient(model, batch, inner_lr=0.3, steps=steps, create_graph=False)])
+    first = torch.cat(
+        [
+            g.flatten()
+            for g in hand_loop_meta_gradient(
+                model, batch, inner_lr=0.3, steps=steps, create_graph=False
+            )
+        ]
+    )
     assert relative_error(first, loop) > 1e-4
 
 
@@ -73,8 +88,17 @@ def test_second_order_meta_gradient_equals_per_task_autograd_loop(steps):
 def test_first_order_equals_loop_without_create_graph(steps):
     model = tiny_model()
     batch = tasks()
-    _, vmapped = batched_meta_gradient(fsl.MAML(model, inner_lr=0.3, inner_steps=steps, first_order=True), batch)
-    loop = torch.cat([g.flatten() for g in hand_loop_meta_gradient(model, batch, inner_lr=0.3, steps=steps, create_graph=False)])
+    _, vmapped = batched_meta_gradient(
+        fsl.MAML(model, inner_lr=0.3, inner_steps=steps, first_order=True), batch
+    )
+    loop = torch.cat(
+        [
+            g.flatten()
+            for g in hand_loop_meta_gradient(
+                model, batch, inner_lr=0.3, steps=steps, create_graph=False
+            )
+        ]
+    )
     assert relative_error(vmapped, loop) < 1e-8
 
 
@@ -82,9 +106,13 @@ def test_first_order_equals_loop_without_create_graph(steps):
 def test_library_reference_loop_matches_batched_maml(first_order):
     model = tiny_model()
     batch = tasks(seed=3)
-    loss, vmapped = batched_meta_gradient(fsl.MAML(model, inner_lr=0.2, inner_steps=2, first_order=first_order), batch)
+    loss, vmapped = batched_meta_gradient(
+        fsl.MAML(model, inner_lr=0.2, inner_steps=2, first_order=first_order), batch
+    )
     model.zero_grad()
-    reference_loss = per_task_meta_loss(model, *batch, inner_lr=0.2, steps=2, first_order=first_order)
+    reference_loss = per_task_meta_loss(
+        model, *batch, inner_lr=0.2, steps=2, first_order=first_order
+    )
     torch.testing.assert_close(reference_loss, loss, rtol=1e-12, atol=0)
     assert relative_error(vmapped, flat_grad(model)) < 1e-8
 
@@ -92,10 +120,14 @@ def test_library_reference_loop_matches_batched_maml(first_order):
 def test_zero_inner_steps_is_ordinary_training():
     model = tiny_model()
     support_x, support_y, query_x, query_y = tasks()
-    loss, vmapped = batched_meta_gradient(fsl.MAML(model, inner_steps=0), (support_x, support_y, query_x, query_y))
+    loss, vmapped = batched_meta_gradient(
+        fsl.MAML(model, inner_steps=0), (support_x, support_y, query_x, query_y)
+    )
     model.zero_grad()
     # Per-task batch statistics: the plain loss is the mean over tasks of each task's batch.
-    plain = torch.stack([F.cross_entropy(model(query_x[t]), query_y[t]) for t in range(N_TASKS)]).mean()
+    plain = torch.stack(
+        [F.cross_entropy(model(query_x[t]), query_y[t]) for t in range(N_TASKS)]
+    ).mean()
     plain.backward()
     torch.testing.assert_close(loss, plain.detach(), rtol=1e-12, atol=0)
     assert relative_error(vmapped, flat_grad(model)) < 1e-10
@@ -115,17 +147,23 @@ def test_anil_meta_gradient_equals_loop_over_head_only():
     model = tiny_model()
     batch = tasks(seed=5)
     support_x, support_y, query_x, query_y = batch
-    _, vmapped = batched_meta_gradient(fsl.MAML(model, inner_lr=0.3, inner_steps=2, anil=True), batch)
+    _, vmapped = batched_meta_gradient(
+        fsl.MAML(model, inner_lr=0.3, inner_steps=2, anil=True), batch
+    )
     params = dict(model.named_parameters())
     head = {k: v for k, v in params.items() if k.startswith("head.")}
     total = 0
     for t in range(N_TASKS):
         fast = dict(head)
         for _ in range(2):
-            loss = F.cross_entropy(functional_call(model, {**params, **fast}, (support_x[t],)), support_y[t])
+            loss = F.cross_entropy(
+                functional_call(model, {**params, **fast}, (support_x[t],)), support_y[t]
+            )
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=True)
             fast = {k: v - 0.3 * g for (k, v), g in zip(fast.items(), grads)}
-        total = total + F.cross_entropy(functional_call(model, {**params, **fast}, (query_x[t],)), query_y[t])
+        total = total + F.cross_entropy(
+            functional_call(model, {**params, **fast}, (query_x[t],)), query_y[t]
+        )
     loop = torch.autograd.grad(total / N_TASKS, list(params.values()))
     assert relative_error(vmapped, torch.cat([g.flatten() for g in loop])) < 1e-8
 
@@ -139,7 +177,9 @@ def test_step_weights_give_the_weighted_sum_of_per_step_query_losses():
     weighted, _ = maml.meta_loss(*batch, step_weights=weights)
     expected = 0.25 * metrics["query_loss_1"] + 0.75 * metrics["query_loss_2"]
     torch.testing.assert_close(weighted.detach(), expected, rtol=1e-10, atol=0)
-    last_only, _ = maml.meta_loss(*batch, step_weights=torch.tensor([0.0, 1.0], dtype=torch.float64))
+    last_only, _ = maml.meta_loss(
+        *batch, step_weights=torch.tensor([0.0, 1.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(last_only.detach(), metrics["query_loss_2"], rtol=1e-10, atol=0)
     # Recorded step-0 loss is the unadapted model's.
     zero, _ = fsl.MAML(model, inner_steps=0).meta_loss(*batch)
@@ -217,7 +257,9 @@ def test_task_batch_norm_equals_torch_batch_norm_without_running_stats():
 def test_labels_beyond_the_head_are_an_error():
     maml = fsl.MAML(tiny_model())
     support_x, _, query_x, _ = tasks()
-    with pytest.raises(ValueError, match="support labels go up to 4 but the model's head has 3 outputs"):
+    with pytest.raises(
+        ValueError, match="support labels go up to 4 but the model's head has 3 outputs"
+    ):
         maml(support_x[0][:5], torch.arange(5), query_x[0])
 
 
@@ -241,13 +283,23 @@ def test_bad_arguments_name_the_values():
 
 
 def test_maml_learns_on_every_device(device):
-    """Meta-training on random patterns beats chance by far on unseen patterns, on CPU and on CUDA."""
+    """Meta-training on random patterns beats chance by far on unseen patterns, on CPU and on "
+    "CUDA."""
     patterns = pattern_dataset(n_classes=16, n_per_class=10)
     train = patterns.select(range(10)).to(device)
     test = fsl.EpisodeSet(patterns.select(range(10, 16)), 3, 1, 4, 30, seed=0)
     maml, history = fsl.train_maml(
-        train, n_way=3, n_shot=1, n_query=4, meta_batch=4, steps=30, hidden_channels=8, rotate=False,
-        progress=False, record_steps=True, seed=0,
+        train,
+        n_way=3,
+        n_shot=1,
+        n_query=4,
+        meta_batch=4,
+        steps=30,
+        hidden_channels=8,
+        rotate=False,
+        progress=False,
+        record_steps=True,
+        seed=0,
     )
     assert fsl.model_device(maml).type == torch.device(device).type
     assert history.steps == 30 and history.episodes == 120
@@ -261,7 +313,15 @@ def test_maml_training_is_reproducible():
 
     def run():
         maml, history = fsl.train_maml(
-            train, n_way=3, n_shot=1, n_query=2, meta_batch=2, steps=3, hidden_channels=4, progress=False, seed=7
+            train,
+            n_way=3,
+            n_shot=1,
+            n_query=2,
+            meta_batch=2,
+            steps=3,
+            hidden_channels=4,
+            progress=False,
+            seed=7,
         )
         return torch.cat([p.detach().flatten() for p in maml.parameters()]), history.loss
 
@@ -271,10 +331,14 @@ def test_maml_training_is_reproducible():
 
 def test_finetune_baseline_fits_the_support_set_and_keeps_the_backbone():
     patterns = pattern_dataset(n_classes=10)
-    classifier, _ = fsl.train_pretrained(patterns.select(range(7)), epochs=3, batch_size=10, hidden_channels=8, progress=False)
+    classifier, _ = fsl.train_pretrained(
+        patterns.select(range(7)), epochs=3, batch_size=10, hidden_channels=8, progress=False
+    )
     backbone = classifier.backbone
     finetune = fsl.FineTune(backbone, IMAGE, N_WAY, lr=1.0, steps=50)
-    episode = fsl.EpisodeSampler(patterns.select(range(7, 10)), N_WAY, N_SHOT, N_QUERY, seed=0).sample()
+    episode = fsl.EpisodeSampler(
+        patterns.select(range(7, 10)), N_WAY, N_SHOT, N_QUERY, seed=0
+    ).sample()
     support_x, support_y = episode.support_x, episode.support_y
     before = [p.detach().clone() for p in backbone.parameters()]
     logits = finetune.step_logits(support_x, support_y, support_x)
@@ -304,7 +368,9 @@ def test_finetune_head_only_is_logistic_regression_on_frozen_features():
 
 def test_pretrained_backbone_and_adaptation_curve(device):
     train = labelled_dataset(n_classes=8, n_per_class=6, size=16).to(device)
-    classifier, history = fsl.train_pretrained(train, epochs=2, batch_size=16, hidden_channels=4, progress=False)
+    classifier, history = fsl.train_pretrained(
+        train, epochs=2, batch_size=16, hidden_channels=4, progress=False
+    )
     assert classifier.head.out_features == 8 and history.epoch == 2
     finetune = fsl.FineTune(classifier.backbone, train.image_shape, 4, lr=0.5, steps=3)
     episodes = fsl.EpisodeSet(train, 4, 1, 2, n_episodes=6, seed=0)

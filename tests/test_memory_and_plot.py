@@ -26,7 +26,11 @@ def test_image_grid_places_every_image():
     grid = fsl.image_grid(images, nrow=3, pad=1)
     assert grid.shape == (2 * 4 - 1, 3 * 3 - 1, 1)
     assert grid[0, 0, 0] == 0.0 and grid[4, 3, 0] == pytest.approx(0.4)
-    assert fsl.image_grid(torch.zeros(4, 2, 2, dtype=torch.uint8)).shape == (2 * 4 - 2, 2 * 4 - 2, 1)
+    assert fsl.image_grid(torch.zeros(4, 2, 2, dtype=torch.uint8)).shape == (
+        2 * 4 - 2,
+        2 * 4 - 2,
+        1,
+    )
     with pytest.raises(ValueError, match="got \\(0, 1, 2, 2\\)"):
         fsl.image_grid(torch.zeros(0, 1, 2, 2))
 
@@ -40,7 +44,7 @@ def test_plots_draw_the_history_data():
     ax = fsl.plot_history(h, x="iteration", smooth=3)
     assert list(ax.get_lines()[0].get_ydata())[2] == pytest.approx(sum(h.loss[:3]) / 3)
     ax = fsl.plot_epochs(h, keys=("train_loss", "val_accuracy"))
-    assert [l.get_label() for l in ax.get_lines()] == ["train_loss", "val_accuracy"]
+    assert [line.get_label() for line in ax.get_lines()] == ["train_loss", "val_accuracy"]
     ax = fsl.show_images(torch.zeros(6, 1, 5, 5, dtype=torch.uint8), title="t")
     assert ax.get_title() == "t" and ax.get_images()[0].get_array().shape == (3 * 7 - 2, 2 * 7 - 2)
 

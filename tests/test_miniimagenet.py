@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fslearn.data import miniimagenet
 from fslearn import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
+from fslearn.data import miniimagenet
 
 # The fakes have 3 classes, not 64: every load warns about it; one test checks the warning.
 pytestmark = pytest.mark.filterwarnings("ignore:miniImageNet .* standard split:UserWarning")
@@ -27,7 +27,8 @@ def _isolated_cache(tmp_cache):
 
 
 def fake_images(size=84, n_per_class=N_PER_CLASS):
-    """``{wnid: uint8 array (n_per_class, size, size, 3)}``: a colour per class, a pattern per image."""
+    """``{wnid: uint8 array (n_per_class, size, size, 3)}``: a colour per class, a pattern per "
+    "image."""
     y, x = np.mgrid[:size, :size]
     images = {}
     for c, wnid in enumerate(WNIDS):
@@ -63,10 +64,14 @@ def write_pickle_copy(root, images, split="train", protocol=pickle.HIGHEST_PROTO
     order = np.random.default_rng(0).permutation(len(flat))  # classes interleaved in image_data
     image_data = np.stack([images[flat[j][0]][flat[j][1]] for j in order])
     position = {flat[j]: k for k, j in enumerate(order)}
-    class_dict = {wnid: [position[(wnid, i)] for i in range(len(stack))] for wnid, stack in images.items()}
+    class_dict = {
+        wnid: [position[(wnid, i)] for i in range(len(stack))] for wnid, stack in images.items()
+    }
     class_dict[WNIDS[0]] = np.array(class_dict[WNIDS[0]])  # some copies hold index arrays
     path = root / f"mini-imagenet-cache-{split}.pkl"
-    path.write_bytes(pickle.dumps({"image_data": image_data, "class_dict": class_dict}, protocol=protocol))
+    path.write_bytes(
+        pickle.dumps({"image_data": image_data, "class_dict": class_dict}, protocol=protocol)
+    )
     return path
 
 
@@ -78,7 +83,9 @@ def test_csv_layout(tmp_path):
     images = fake_images()
     write_csv_copy(tmp_path, images, split="val")
     dataset = load_miniimagenet(tmp_path, "val", format="csv", progress=False)
-    assert dataset.images.shape == (3, N_PER_CLASS, 3, 84, 84) and dataset.images.dtype == torch.uint8
+    assert (
+        dataset.images.shape == (3, N_PER_CLASS, 3, 84, 84) and dataset.images.dtype == torch.uint8
+    )
     assert dataset.class_names == sorted(WNIDS)
     assert dataset.groups == ["val"] * 3
     assert torch.equal(dataset.images, expected_tensor(images))
@@ -119,11 +126,16 @@ def test_resize_is_the_same_for_both_layouts(tmp_path):
 
 
 def test_small_images_are_upsampled_and_colours_kept(tmp_path):
-    images = {wnid: np.full((2, 12, 12, 3), (10 * c, 100, 250 - c), np.uint8) for c, wnid in enumerate(WNIDS)}
+    images = {
+        wnid: np.full((2, 12, 12, 3), (10 * c, 100, 250 - c), np.uint8)
+        for c, wnid in enumerate(WNIDS)
+    }
     write_csv_copy(tmp_path, images)
     dataset = load_miniimagenet(tmp_path, progress=False)
     assert dataset.images.shape == (3, 2, 3, 84, 84)
-    assert torch.equal(dataset.images[2, 1, :, 40, 40], torch.tensor([0, 100, 250], dtype=torch.uint8))
+    assert torch.equal(
+        dataset.images[2, 1, :, 40, 40], torch.tensor([0, 100, 250], dtype=torch.uint8)
+    )
 
 
 def test_auto_detects_the_layout_and_prefers_the_pickle(tmp_path, monkeypatch):
@@ -190,7 +202,9 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     exploit = _Exploit(f"echo hacked > {marker}")
     path = tmp_path / "mini-imagenet-cache-train.pkl"
     path.write_bytes(pickle.dumps({"image_data": exploit, "class_dict": {}}))
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load (posix|nt|os)\.system") as error:
+    with pytest.raises(
+        pickle.UnpicklingError, match=r"refusing to load (posix|nt|os)\.system"
+    ) as error:
         load_miniimagenet(tmp_path, progress=False)
     assert str(path) in str(error.value)
     assert not marker.exists()
@@ -199,7 +213,9 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
 def test_wrong_image_shape_in_pickle(tmp_path):
     path = tmp_path / "mini-imagenet-cache-train.pkl"
     channels_first = np.zeros((3, 3, 84, 84), np.uint8)
-    path.write_bytes(pickle.dumps({"image_data": channels_first, "class_dict": {"n01000000": [0, 1, 2]}}))
+    path.write_bytes(
+        pickle.dumps({"image_data": channels_first, "class_dict": {"n01000000": [0, 1, 2]}})
+    )
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\).*\(3, 3, 84, 84\)"):
         load_miniimagenet(tmp_path, progress=False)
 
@@ -228,7 +244,9 @@ def test_unequal_class_sizes(tmp_path):
         load_miniimagenet(tmp_path, progress=False)
     dataset = load_miniimagenet(tmp_path, n_per_class=3, progress=False)
     assert dataset.images.shape == (3, 3, 3, 84, 84)
-    assert torch.equal(dataset.images[0, :, :, 0, 0], torch.from_numpy(images["n01000000"][:3, 0, 0]))
+    assert torch.equal(
+        dataset.images[0, :, :, 0, 0], torch.from_numpy(images["n01000000"][:3, 0, 0])
+    )
     with pytest.raises(ValueError, match=r"n_per_class=4.*n02000000 has 3"):
         load_miniimagenet(tmp_path, n_per_class=4, progress=False)
 

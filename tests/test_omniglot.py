@@ -10,9 +10,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import fslearn as fsl
+from fslearn import download_omniglot, load_omniglot, omniglot_split
 from fslearn.data import omniglot
 from fslearn.data.archives import extract_zip
-from fslearn import download_omniglot, load_omniglot, omniglot_split
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 ALPHABETS = ("Zeta_script", "Alpha_(test)")  # not in sorted order, to test the sorting
@@ -37,7 +37,10 @@ def character_png(alphabet: int, character: int, drawer: int) -> bytes:
 def make_omniglot_zip(path: Path, top: str = "images_background") -> Path:
     """A small zip in the real layout: 2 alphabets × 3 characters × 20 drawers, members shuffled."""
     members = [
-        (f"{top}/{alphabet}/character{c + 1:02d}/{100 + 10 * a + c:04d}_{d + 1:02d}.png", character_png(a, c, d))
+        (
+            f"{top}/{alphabet}/character{c + 1:02d}/{100 + 10 * a + c:04d}_{d + 1:02d}.png",
+            character_png(a, c, d),
+        )
         for a, alphabet in enumerate(ALPHABETS)
         for c in range(N_CHARACTERS)
         for d in range(20)
@@ -74,7 +77,9 @@ def leftovers(folder: Path) -> list[str]:
 def test_load_shapes_names_sorting_and_ink(tmp_cache, fake_zip):
     dataset = load_omniglot(path=fake_zip, image_size=105, progress=False)
     assert dataset.images.shape == (6, 20, 1, 105, 105) and dataset.images.dtype == torch.uint8
-    assert dataset.class_names == [f"{a}/character{c:02d}" for a in sorted(ALPHABETS) for c in (1, 2, 3)]
+    assert dataset.class_names == [
+        f"{a}/character{c:02d}" for a in sorted(ALPHABETS) for c in (1, 2, 3)
+    ]
     assert dataset.groups == [a for a in sorted(ALPHABETS) for _ in range(3)]
     assert "images_fake" in dataset.name
     assert set(dataset.images.unique().tolist()) == {0, 255}
@@ -93,14 +98,19 @@ def test_resize_keeps_ink(tmp_cache, fake_zip):
     full = load_omniglot(path=fake_zip, image_size=105, progress=False)
     small = load_omniglot(path=fake_zip, image_size=28, progress=False)
     assert small.images.shape == (6, 20, 1, 28, 28) and small.images.dtype == torch.uint8
-    assert small.images.float().mean().item() == pytest.approx(full.images.float().mean().item(), rel=0.1)
+    assert small.images.float().mean().item() == pytest.approx(
+        full.images.float().mean().item(), rel=0.1
+    )
 
 
 def test_folder_loads_like_the_zip(tmp_cache, tmp_path, fake_zip):
     folder = extract_zip(fake_zip, tmp_path / "extracted", progress=False)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(ALPHABETS), "the top folder is unwrapped"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(ALPHABETS), (
+        "the top folder is unwrapped"
+    )
     assert torch.equal(
-        load_omniglot(path=folder, progress=False).images, load_omniglot(path=fake_zip, progress=False).images
+        load_omniglot(path=folder, progress=False).images,
+        load_omniglot(path=fake_zip, progress=False).images,
     )
     assert extract_zip(fake_zip, folder) == folder, "an existing folder counts as extracted"
 
@@ -148,7 +158,9 @@ def test_failed_download_leaves_no_file(tmp_cache, monkeypatch):
 
 
 def test_unreachable_url_is_a_clear_error(tmp_cache, tmp_path, monkeypatch):
-    monkeypatch.setitem(omniglot.OMNIGLOT_URLS, "images_evaluation", (tmp_path / "absent.zip").as_uri())
+    monkeypatch.setitem(
+        omniglot.OMNIGLOT_URLS, "images_evaluation", (tmp_path / "absent.zip").as_uri()
+    )
     with pytest.raises(ConnectionError, match="could not download .*absent.zip") as error:
         download_omniglot("images_evaluation", progress=False)
     assert f"copy it into {tmp_cache / 'data' / 'omniglot'} " in str(error.value)
@@ -170,7 +182,9 @@ def test_existing_zip_with_wrong_md5_is_named(tmp_cache, published):
 def test_not_a_zip_is_named_with_its_md5(tmp_cache, tmp_path, fake_zip):
     truncated = tmp_path / "truncated.zip"
     truncated.write_bytes(fake_zip.read_bytes()[: fake_zip.stat().st_size // 2])
-    with pytest.raises(ValueError, match=f"truncated.zip \\(md5 {md5(truncated)}\\) is not a valid zip"):
+    with pytest.raises(
+        ValueError, match=f"truncated.zip \\(md5 {md5(truncated)}\\) is not a valid zip"
+    ):
         load_omniglot(path=truncated, progress=False)
     page = tmp_path / "images_background.zip"
     page.write_text("<!DOCTYPE html><html>Sign in</html>")
@@ -262,7 +276,9 @@ def test_layout_errors(tmp_cache, tmp_path):
     with zipfile.ZipFile(uneven, "w") as zf:
         for c, n in ((0, 20), (1, 19)):
             for d in range(n):
-                zf.writestr(f"top/Alpha/character{c + 1:02d}/0001_{d + 1:02d}.png", character_png(0, c, d))
+                zf.writestr(
+                    f"top/Alpha/character{c + 1:02d}/0001_{d + 1:02d}.png", character_png(0, c, d)
+                )
     with pytest.raises(ValueError, match="different numbers of drawers.*Alpha/character02: 19"):
         load_omniglot(path=uneven, progress=False)
     empty = tmp_path / "empty.zip"
@@ -315,14 +331,22 @@ def test_vinyals_rotations_and_disjointness():
 
 def test_split_is_deterministic_by_seed():
     background, evaluation = pool(20, 13)
-    names = lambda seed: omniglot_split(background, evaluation, "maml", "train", seed=seed).class_names  # noqa: E731
+
+    def names(seed):
+        return omniglot_split(background, evaluation, "maml", "train", seed=seed).class_names
+
     assert names(0) == names(0) and names(0) != names(1)
 
 
 def test_lake_split_is_the_datasets_as_given():
     background, evaluation = pool(20, 13)
-    assert omniglot_split(background, evaluation, "lake", "train").class_names == background.class_names
-    assert torch.equal(omniglot_split(background, evaluation, "lake", "test").images, evaluation.images)
+    assert (
+        omniglot_split(background, evaluation, "lake", "train").class_names
+        == background.class_names
+    )
+    assert torch.equal(
+        omniglot_split(background, evaluation, "lake", "test").images, evaluation.images
+    )
     with pytest.raises(ValueError, match="no validation split"):
         omniglot_split(background, evaluation, "lake", "val")
 
@@ -347,7 +371,9 @@ def test_split_sizes_and_argument_errors():
 def real_zip(name: str) -> Path:
     path = REAL / f"{name}.zip"
     if not path.exists():
-        pytest.skip(f"the real Omniglot zip {path} is not present (it is not part of the repository)")
+        pytest.skip(
+            f"the real Omniglot zip {path} is not present (it is not part of the repository)"
+        )
     return path
 
 
@@ -356,7 +382,13 @@ def test_real_small_zips(tmp_cache):
     small2 = load_omniglot(path=real_zip("images_background_small2"), progress=False)
     assert small1.images.shape == (136, 20, 1, 28, 28) and small2.n_classes == 156
     assert sorted(set(small1.groups)) == ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"]
-    assert sorted(set(small2.groups)) == ["Greek", "Japanese_(katakana)", "Latin", "Sanskrit", "Tagalog"]
+    assert sorted(set(small2.groups)) == [
+        "Greek",
+        "Japanese_(katakana)",
+        "Latin",
+        "Sanskrit",
+        "Tagalog",
+    ]
     shared = ["Greek", "Latin"]
     a, b = small1.select_groups(shared), small2.select_groups(shared)
     assert a.class_names == b.class_names and torch.equal(a.images, b.images)

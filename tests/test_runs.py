@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from fslearn import OneShotRun, download_runs, evaluate_runs, load_runs
 from fslearn.data import lake_runs as runs_module
 from fslearn.data.archives import extract_zip
-from fslearn import OneShotRun, download_runs, evaluate_runs, load_runs
-from synthetic import RUN_IMAGE_SIZE as SIZE, make_runs, write_zip
+
+from synthetic import RUN_IMAGE_SIZE as SIZE
+from synthetic import make_runs, write_zip
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,14 @@ def lookup_embedding(files: dict, truth):
     table = {}
     for r, labels in enumerate(truth, 1):
         for k in range(20):
-            table[(files[f"run{r:02d}/training/class{k + 1:02d}.png"] * 255).astype(np.uint8).tobytes()] = k
-            table[(files[f"run{r:02d}/test/item{k + 1:02d}.png"] * 255).astype(np.uint8).tobytes()] = labels[k]
+            table[
+                (files[f"run{r:02d}/training/class{k + 1:02d}.png"] * 255)
+                .astype(np.uint8)
+                .tobytes()
+            ] = k
+            table[
+                (files[f"run{r:02d}/test/item{k + 1:02d}.png"] * 255).astype(np.uint8).tobytes()
+            ] = labels[k]
 
     def embed(x: torch.Tensor) -> torch.Tensor:
         keys = [(image[0] * 255).round().to(torch.uint8).numpy().tobytes() for image in x]
@@ -46,7 +54,9 @@ def test_load_from_zip(loaded, replica):
         assert run.query_y.dtype == torch.long and run.query_y.tolist() == labels
         assert torch.equal(run.support_y, torch.arange(20))
     first = files["run01/training/class01.png"]
-    assert torch.equal(loaded[0].support_x[0, 0], torch.from_numpy(first.astype(np.uint8) * 255)), "ink is 255"
+    assert torch.equal(loaded[0].support_x[0, 0], torch.from_numpy(first.astype(np.uint8) * 255)), (
+        "ink is 255"
+    )
 
 
 def test_load_from_folder_and_resize(replica, loaded, tmp_path):
@@ -77,7 +87,7 @@ def test_learner_with_the_shared_call_shape(loaded, replica):
 
     def learner(support_x, support_y, query_x):
         seen.append(support_y)
-        assert support_x.dtype == torch.float32 and 0 <= support_x.min() and support_x.max() <= 1
+        assert support_x.dtype == torch.float32 and support_x.min() >= 0 and support_x.max() <= 1
         assert not torch.is_grad_enabled()
         return embed(query_x) @ embed(support_x)[support_y].T
 
@@ -106,16 +116,22 @@ def test_argument_errors(loaded, tmp_path):
 
 def test_bad_layout(replica, tmp_path):
     _, files, _ = replica
-    partial = write_zip(tmp_path / "partial.zip", {k: v for k, v in files.items() if k != "run20/test/item05.png"})
+    partial = write_zip(
+        tmp_path / "partial.zip", {k: v for k, v in files.items() if k != "run20/test/item05.png"}
+    )
     with pytest.raises(ValueError, match="1 of its 820 files are missing.*run20/test/item05.png"):
         load_runs(partial)
-    relabelled = dict(files, **{"run03/class_labels.txt": "run03/test/item01.png run03/training/class21.png\n"})
+    relabelled = dict(
+        files, **{"run03/class_labels.txt": "run03/test/item01.png run03/training/class21.png\n"}
+    )
     with pytest.raises(ValueError, match="run03/class_labels.txt line 1"):
         load_runs(write_zip(tmp_path / "relabelled.zip", relabelled))
     garbled = dict(files, **{"run04/class_labels.txt": "item01 class02\n"})
     with pytest.raises(ValueError, match="line 1 reads 'item01 class02'"):
         load_runs(write_zip(tmp_path / "garbled.zip", garbled))
-    unlabelled = dict(files, **{"run05/class_labels.txt": files["run05/class_labels.txt"].split("\n", 1)[1]})
+    unlabelled = dict(
+        files, **{"run05/class_labels.txt": files["run05/class_labels.txt"].split("\n", 1)[1]}
+    )
     with pytest.raises(ValueError, match="labels no test item 01"):
         load_runs(write_zip(tmp_path / "unlabelled.zip", unlabelled))
     page = tmp_path / "all_runs.zip"

@@ -5,6 +5,7 @@ from torch import nn
 
 import fslearn as fsl
 from fslearn import PairSampler, SiameseNet, contrastive_loss, max_per_class
+
 from synthetic import decode, labelled_dataset, pattern_dataset
 
 
@@ -19,7 +20,7 @@ def test_pair_sampler_is_balanced_and_valid(seed, n_pairs, device):
     x1, x2, same = PairSampler(labelled_dataset(device=device), seed=seed).sample(n_pairs)
     assert x1.shape == x2.shape == (n_pairs, 1, 6, 6) and same.shape == (n_pairs,)
     assert x1.dtype == same.dtype == torch.float32 and x1.device.type == device.type
-    assert 0 <= x1.min() and x2.max() <= 1
+    assert x1.min() >= 0 and x2.max() <= 1
     assert same.sum() == n_pairs // 2 and set(same.tolist()) <= {0.0, 1.0}
     c1, i1 = decode(x1)
     c2, i2 = decode(x2)
@@ -32,13 +33,17 @@ def test_pair_sampler_is_balanced_and_valid(seed, n_pairs, device):
 def test_pair_sampler_shuffles_and_covers_the_dataset(device):
     dataset = labelled_dataset(device=device)
     x1, x2, same = PairSampler(dataset, seed=0).sample(2000)
-    assert 0.4 < same[:1000].mean() < 0.6, "positives and negatives are interleaved, not in two blocks"
+    assert 0.4 < same[:1000].mean() < 0.6, (
+        "positives and negatives are interleaved, not in two blocks"
+    )
     c1, i1 = decode(x1)
     c2, i2 = decode(x2)
     assert set(torch.cat([c1, c2]).tolist()) == set(range(12))
     assert set(torch.cat([i1, i2]).tolist()) == set(range(10))
     negative = ~same.bool()
-    assert len(set(zip(c1[negative].tolist(), c2[negative].tolist()))) > 100, "many class pairs, both orders"
+    assert len(set(zip(c1[negative].tolist(), c2[negative].tolist()))) > 100, (
+        "many class pairs, both orders"
+    )
 
 
 def test_pair_sampler_is_deterministic_by_seed(device):
@@ -65,11 +70,16 @@ def test_contrastive_loss_matches_the_formula():
     distance = torch.tensor([0.0, 0.5, 2.0, 0.25, 1.0, 3.0])
     same = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     by_hand = [0.0, 0.25, 4.0, (1.5 - 0.25) ** 2, 0.5**2, 0.0]
-    torch.testing.assert_close(contrastive_loss(distance, same, margin=1.5), torch.tensor(by_hand).mean())
-    # Identical positives cost nothing; negatives beyond the margin cost nothing; inside it, (m − d)².
+    torch.testing.assert_close(
+        contrastive_loss(distance, same, margin=1.5), torch.tensor(by_hand).mean()
+    )
+    # Identical positives cost nothing; negatives beyond the margin cost nothing; inside it,
+    # (m − d)².
     assert contrastive_loss(torch.zeros(4), torch.ones(4)) == 0
     assert contrastive_loss(torch.tensor([1.0, 7.0]), torch.zeros(2), margin=1.0) == 0
-    torch.testing.assert_close(contrastive_loss(torch.tensor([0.0]), torch.zeros(1), margin=2.0), torch.tensor(4.0))
+    torch.testing.assert_close(
+        contrastive_loss(torch.tensor([0.0]), torch.zeros(1), margin=2.0), torch.tensor(4.0)
+    )
 
 
 def test_contrastive_distance_is_zero_with_a_finite_gradient_for_identical_images():
@@ -86,7 +96,9 @@ def test_contrastive_distance_is_zero_with_a_finite_gradient_for_identical_image
 @pytest.mark.parametrize("n_way,n_shot", [(5, 1), (3, 4)])
 def test_forward_equals_a_loop_over_pairs_and_ignores_support_order(head, n_way, n_shot):
     g = torch.Generator().manual_seed(1)
-    model = _model(head).eval()  # eval: batch norm uses running stats, so per-pair and batched embeddings agree
+    model = _model(
+        head
+    ).eval()  # eval: batch norm uses running stats, so per-pair and batched embeddings agree
     support_x = torch.rand(n_way * n_shot, 1, 16, 16, generator=g)
     support_y = torch.arange(n_way).repeat_interleave(n_shot)
     query_x = torch.rand(7, 1, 16, 16, generator=g)
@@ -134,7 +146,9 @@ def test_bad_arguments_name_the_values():
         SiameseNet(nn.Flatten(), 36, "cosine")
     with pytest.raises(ValueError, match="embedding_dim must be a positive integer; got 0"):
         SiameseNet(nn.Flatten(), 0)
-    with pytest.raises(ValueError, match=r"shape \(2, 36\); expected \(B, 64\). Pass embedding_dim=36"):
+    with pytest.raises(
+        ValueError, match=r"shape \(2, 36\); expected \(B, 64\). Pass embedding_dim=36"
+    ):
         SiameseNet(nn.Flatten(), 64).pair_logits(torch.rand(2, 1, 6, 6), torch.rand(2, 1, 6, 6))
 
 

@@ -15,8 +15,13 @@ from fslearn.bench import timing
 
 RECORD_KEYS = {"command", "date", "device", "torch", "notes", "rows"}
 ROW_TYPES = {
-    "setting": str, "implementation": str, "inner_steps": int, "meta_iterations_per_s": float,
-    "ms_per_iteration": float, "first_iteration_s": float, "peak_memory_mb": (float, type(None)),
+    "setting": str,
+    "implementation": str,
+    "inner_steps": int,
+    "meta_iterations_per_s": float,
+    "ms_per_iteration": float,
+    "first_iteration_s": float,
+    "peak_memory_mb": (float, type(None)),
     "speedup": float,
 }
 # What the fake clock reports to maml_speed, in the order it times: for each implementation,
@@ -56,8 +61,9 @@ def tiny_rows():
     timings = [s for first_and_timed in MAML_SECONDS.values() for s in first_and_timed]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(maml_bench, "seconds_per_call", fake_seconds_per_call(timings))
-        return speed.maml_speed("cpu", settings=("omniglot-1",), iterations=1, meta_batch=1,
-                                compile=False)
+        return speed.maml_speed(
+            "cpu", settings=("omniglot-1",), iterations=1, meta_batch=1, compile=False
+        )
 
 
 def test_maml_rows_report_the_timings_they_measured(tiny_rows):
@@ -79,8 +85,9 @@ def test_maml_rows_report_the_timings_they_measured(tiny_rows):
 
 def test_maml_rows_fit_in_the_time_the_benchmark_took():
     start = time.perf_counter()
-    rows = speed.maml_speed("cpu", settings=("omniglot-1",), iterations=1, meta_batch=1,
-                            compile=False)
+    rows = speed.maml_speed(
+        "cpu", settings=("omniglot-1",), iterations=1, meta_batch=1, compile=False
+    )
     elapsed = time.perf_counter() - start
     check_schema(rows)
     # The timed calls are part of the run, so together they cannot outlast it: a time in the
@@ -92,8 +99,9 @@ def test_maml_rows_fit_in_the_time_the_benchmark_took():
 
 
 def test_results_record_is_the_file_schema(tiny_rows):
-    record = speed.results_record(tiny_rows, command="python benchmarks/bench_maml.py",
-                                  device="cpu", notes="test")
+    record = speed.results_record(
+        tiny_rows, command="python benchmarks/bench_maml.py", device="cpu", notes="test"
+    )
     assert set(record) == RECORD_KEYS
     assert record["rows"] == tiny_rows and record["date"] == datetime.date.today().isoformat()
     assert record["command"] == "python benchmarks/bench_maml.py" and record["notes"] == "test"
@@ -174,8 +182,13 @@ def test_unknown_setting_names_the_allowed_ones():
 
 
 def test_format_table_aligns_and_prints_none_as_dash():
-    rows = [{"name": "a", "value": 1.5, "memory": None}, {"name": "bbb", "value": 10.25, "memory": 3.0}]
-    table = speed.format_table(rows, [("name", "name", "{}"), ("value", "v", "{:.1f}"), ("memory", "MB", "{:.0f}")])
+    rows = [
+        {"name": "a", "value": 1.5, "memory": None},
+        {"name": "bbb", "value": 10.25, "memory": 3.0},
+    ]
+    table = speed.format_table(
+        rows, [("name", "name", "{}"), ("value", "v", "{:.1f}"), ("memory", "MB", "{:.0f}")]
+    )
     assert table.splitlines() == [
         "| name |    v | MB |",
         "|------|-----:|---:|",
@@ -185,5 +198,15 @@ def test_format_table_aligns_and_prints_none_as_dash():
 
 
 def test_command_line_leaves_out_the_notes_and_quotes_the_rest():
-    argv = ["fslearn", "bench", "--notes", "a note", "--out", "my file.json", "--notes=other", "--iterations", "3"]
+    argv = [
+        "fslearn",
+        "bench",
+        "--notes",
+        "a note",
+        "--out",
+        "my file.json",
+        "--notes=other",
+        "--iterations",
+        "3",
+    ]
     assert speed.command_line(argv) == "fslearn bench --out 'my file.json' --iterations 3"

@@ -29,11 +29,24 @@ def test_iterations_per_epoch_matches_dataloader(n, b, drop_last):
     assert fsl.iterations_per_epoch(n, b, drop_last) == expected
 
 
-@pytest.mark.parametrize("n,b,drop_last", [(10, 3, False), (10, 3, True), (12, 4, False), (12, 4, True), (5, 5, False), (7, 1, True), (6, 10, False)])
+@pytest.mark.parametrize(
+    "n,b,drop_last",
+    [
+        (10, 3, False),
+        (10, 3, True),
+        (12, 4, False),
+        (12, 4, True),
+        (5, 5, False),
+        (7, 1, True),
+        (6, 10, False),
+    ],
+)
 @pytest.mark.parametrize("epochs", [1, 3])
 def test_fit_counts_every_epoch_exactly(n, b, drop_last, epochs):
     x, y = _problem(n)
-    h = fsl.fit(nn.Linear(5, 3), x, y, batch_size=b, epochs=epochs, drop_last=drop_last, progress=False)
+    h = fsl.fit(
+        nn.Linear(5, 3), x, y, batch_size=b, epochs=epochs, drop_last=drop_last, progress=False
+    )
     per_epoch = len(DataLoader(range(n), batch_size=b, drop_last=drop_last))
     samples_per_epoch = per_epoch * b if drop_last else n
     assert h.iterations_per_epoch == per_epoch
@@ -69,10 +82,27 @@ def test_accumulated_update_equals_one_big_batch():
     x, y = _problem(40)
     big, small = nn.Linear(5, 3), nn.Linear(5, 3)
     small.load_state_dict(big.state_dict())
-    fsl.fit(big, x, y, batch_size=40, epochs=1, shuffle=False,
-            optimizer=torch.optim.SGD(big.parameters(), lr=0.5), progress=False)
-    fsl.fit(small, x, y, batch_size=10, epochs=1, shuffle=False, accumulate=4,
-            optimizer=torch.optim.SGD(small.parameters(), lr=0.5), progress=False)
+    fsl.fit(
+        big,
+        x,
+        y,
+        batch_size=40,
+        epochs=1,
+        shuffle=False,
+        optimizer=torch.optim.SGD(big.parameters(), lr=0.5),
+        progress=False,
+    )
+    fsl.fit(
+        small,
+        x,
+        y,
+        batch_size=10,
+        epochs=1,
+        shuffle=False,
+        accumulate=4,
+        optimizer=torch.optim.SGD(small.parameters(), lr=0.5),
+        progress=False,
+    )
     torch.testing.assert_close(small.weight, big.weight)
     torch.testing.assert_close(small.bias, big.bias)
 
@@ -83,8 +113,17 @@ def test_fit_matches_a_hand_written_sgd_loop(device):
     model = nn.Linear(5, 3)
     oracle = nn.Linear(5, 3)
     oracle.load_state_dict(model.state_dict())
-    fsl.fit(model, x, y, batch_size=8, epochs=2, seed=3, device=device,
-            optimizer=torch.optim.SGD(model.parameters(), lr=0.3), progress=False)
+    fsl.fit(
+        model,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        seed=3,
+        device=device,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.3),
+        progress=False,
+    )
     oracle.to(device)
     xd, yd = x.to(device), y.to(device)
     g = torch.Generator(device=device).manual_seed(3)
@@ -153,17 +192,29 @@ def test_fit_scales_uint8_images():
     torch.testing.assert_close(seen[0], images.float() / 255)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(batch_size=0, epochs=1), "batch_size must be a positive integer; got 0"),
-    (dict(batch_size=-4, epochs=1), "batch_size must be a positive integer; got -4"),
-    (dict(batch_size=2.5, epochs=1), "batch_size must be a positive integer; got 2.5"),
-    (dict(batch_size=4), "exactly one of epochs and iterations; got epochs=None, iterations=None"),
-    (dict(batch_size=4, epochs=1, iterations=3), "exactly one of epochs and iterations"),
-    (dict(batch_size=4, epochs=0), "epochs must be a positive integer; got 0"),
-    (dict(batch_size=4, iterations=-1), "iterations must be a positive integer; got -1"),
-    (dict(batch_size=4, epochs=1, accumulate=0), "accumulate must be a positive integer; got 0"),
-    (dict(batch_size=100, epochs=1, drop_last=True), "batch_size=100 is larger than the 10 samples"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(batch_size=0, epochs=1), "batch_size must be a positive integer; got 0"),
+        (dict(batch_size=-4, epochs=1), "batch_size must be a positive integer; got -4"),
+        (dict(batch_size=2.5, epochs=1), "batch_size must be a positive integer; got 2.5"),
+        (
+            dict(batch_size=4),
+            "exactly one of epochs and iterations; got epochs=None, iterations=None",
+        ),
+        (dict(batch_size=4, epochs=1, iterations=3), "exactly one of epochs and iterations"),
+        (dict(batch_size=4, epochs=0), "epochs must be a positive integer; got 0"),
+        (dict(batch_size=4, iterations=-1), "iterations must be a positive integer; got -1"),
+        (
+            dict(batch_size=4, epochs=1, accumulate=0),
+            "accumulate must be a positive integer; got 0",
+        ),
+        (
+            dict(batch_size=100, epochs=1, drop_last=True),
+            "batch_size=100 is larger than the 10 samples",
+        ),
+    ],
+)
 def test_fit_rejects_bad_arguments_with_the_values(kwargs, message):
     x, y = _problem(10)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -182,10 +233,21 @@ def test_fit_reports_a_nan_loss_with_iteration_and_learning_rate():
     x, y = _problem(20)
     x[13] = float("nan")
     model = nn.Linear(5, 3)
-    message = r"loss became nan at iteration 14 \(epoch 0.70, batch_size=1, lr=0.1\); lower the learning rate"
+    message = (
+        r"loss became nan at iteration 14 \(epoch 0.70, batch_size=1, lr=0.1\); "
+        "lower the learning rate"
+    )
     with pytest.raises(FloatingPointError, match=message):
-        fsl.fit(model, x, y, batch_size=1, epochs=1, shuffle=False,
-                optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+        fsl.fit(
+            model,
+            x,
+            y,
+            batch_size=1,
+            epochs=1,
+            shuffle=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            progress=False,
+        )
 
 
 def test_history_axes_and_epoch_values():

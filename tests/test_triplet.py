@@ -3,7 +3,14 @@ import torch
 from torch import nn
 
 import fslearn as fsl
-from fslearn import NearestNeighbourLearner, PKSampler, mine_triplets, triplet_batch_loss, triplet_loss
+from fslearn import (
+    NearestNeighbourLearner,
+    PKSampler,
+    mine_triplets,
+    triplet_batch_loss,
+    triplet_loss,
+)
+
 from synthetic import decode, labelled_dataset, pattern_dataset
 
 # A hand-made batch of 1-D embeddings with integer distances (exact in float32).
@@ -63,10 +70,12 @@ def test_semi_hard_picks_inside_the_band_or_falls_back_to_the_hardest(device):
     a, p, n = mine_triplets(embeddings, labels, "semi-hard", margin=3.0)
     assert a.tolist() == [0, 0, 1, 1, 2, 2, 3, 4, 5, 6]
     assert p.tolist() == [1, 2, 0, 2, 0, 1, 4, 3, 6, 5]
-    # (0,1): d+ = 2, band (2, 5) holds 3 (d = 4). (1,0): band (2, 5) holds 5 (d = 3) but not 3 (d = 2, on the edge).
-    # (2,1): d+ = 5, band (5, 8) is empty (3 at 5 and 5 at 8 are on its edges) → the hardest, 3 (d = 3).
+    # (0,1): d+ = 2, band (2, 5) holds 3 (d = 4). (1,0): band (2, 5) holds 5 (d = 3) but
+    # not 3 (d = 2, on the edge). (2,1): d+ = 5, band (5, 8) is empty (3 at 5 and 5 at 8 are
+    # on its edges) → the hardest, 3 (d = 3).
     assert n.tolist() == [3, 5, 5, 3, 5, 3, 1, 1, 0, 4]
-    # Squared distances: the band is (d+², d+² + margin); for (0,1) it is (4, 7), which nothing falls in.
+    # Squared distances: the band is (d+², d+² + margin); for (0,1) it is (4, 7), which
+    # nothing falls in.
     _, _, n_squared = mine_triplets(embeddings, labels, "semi-hard", margin=3.0, squared=True)
     assert n_squared[0] == 5
 
@@ -85,7 +94,9 @@ def test_mining_equals_a_loop_over_anchors(strategy, seed):
 def test_random_mining_returns_valid_triplets(seed, device):
     g = torch.Generator(device=device).manual_seed(seed)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 2], device=device)
-    a, p, n = mine_triplets(torch.randn(10, 4, device=device, generator=g), labels, "random", generator=g)
+    a, p, n = mine_triplets(
+        torch.randn(10, 4, device=device, generator=g), labels, "random", generator=g
+    )
     assert a.tolist() == list(range(10))
     assert (labels[a] == labels[p]).all() and (a != p).all()
     assert (labels[a] != labels[n]).all()
@@ -108,7 +119,8 @@ def test_random_mining_is_seeded_and_covers_every_choice(device):
 def test_active_fraction_of_a_hand_made_batch():
     embeddings = torch.tensor([[0.0], [5.0], [10.0], [11.0]])
     labels = torch.tensor([0, 0, 1, 1])
-    # Batch-hard, margin 1: d+ − d− + 1 = 5 − 10 + 1, 5 − 5 + 1, 1 − 5 + 1, 1 − 6 + 1 → only anchor 1 is active.
+    # Batch-hard, margin 1: d+ − d− + 1 = 5 − 10 + 1, 5 − 5 + 1, 1 − 5 + 1, 1 − 6 + 1 → only
+    # anchor 1 is active.
     loss, active = triplet_batch_loss(embeddings, labels, "batch-hard", margin=1.0)
     torch.testing.assert_close(loss, torch.tensor(0.25))
     assert active.dim() == 0 and active.item() == 0.25 and not active.requires_grad
@@ -116,7 +128,9 @@ def test_active_fraction_of_a_hand_made_batch():
     assert active.item() == 1.0
     a, p, n = mine_triplets(embeddings, labels, "semi-hard", margin=2.0, squared=True)
     loss, _ = triplet_batch_loss(embeddings, labels, "semi-hard", margin=2.0, squared=True)
-    torch.testing.assert_close(loss, triplet_loss(embeddings[a], embeddings[p], embeddings[n], 2.0, squared=True))
+    torch.testing.assert_close(
+        loss, triplet_loss(embeddings[a], embeddings[p], embeddings[n], 2.0, squared=True)
+    )
 
 
 def test_mining_argument_errors():
@@ -127,7 +141,9 @@ def test_mining_argument_errors():
         mine_triplets(embeddings[:6], labels[:6], "batch-hard")
     with pytest.raises(ValueError, match=r"labels \[0\] have no positive or no negative"):
         mine_triplets(embeddings[:3], labels[:3], "random")
-    with pytest.raises(ValueError, match=r"shape \(B, D\) and labels \(B,\); got \(7, 1\) and \(6,\)"):
+    with pytest.raises(
+        ValueError, match=r"shape \(B, D\) and labels \(B,\); got \(7, 1\) and \(6,\)"
+    ):
         mine_triplets(embeddings, labels[:6], "random")
 
 
@@ -148,19 +164,29 @@ def test_pk_sampler_invariants(seed, n_classes, n_per_class, device):
 
 def test_pk_sampler_is_seeded_and_varies(device):
     dataset = labelled_dataset(device=device)
-    a, b, c = PKSampler(dataset, 4, 3, seed=1), PKSampler(dataset, 4, 3, seed=1), PKSampler(dataset, 4, 3, seed=2)
+    a, b, c = (
+        PKSampler(dataset, 4, 3, seed=1),
+        PKSampler(dataset, 4, 3, seed=1),
+        PKSampler(dataset, 4, 3, seed=2),
+    )
     first = a.sample()[0]
     assert torch.equal(first, b.sample()[0]) and not torch.equal(first, c.sample()[0])
     assert not torch.equal(first, a.sample()[0])
 
 
-@pytest.mark.parametrize("args,message", [
-    ((13, 2), r"n_classes=13 but labelled has only 12 classes; use n_classes ≤ 12"),
-    ((4, 11), r"n_per_class=11 but labelled has only 10 images per class; use n_per_class ≤ 10"),
-    ((1, 4), r"n_classes must be an integer ≥ 2 .*; got 1"),
-    ((4, 1), r"n_per_class must be an integer ≥ 2 .*; got 1"),
-    ((4, 2.0), r"n_per_class must be an integer ≥ 2 .*; got 2.0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((13, 2), r"n_classes=13 but labelled has only 12 classes; use n_classes ≤ 12"),
+        (
+            (4, 11),
+            r"n_per_class=11 but labelled has only 10 images per class; use n_per_class ≤ 10",
+        ),
+        ((1, 4), r"n_classes must be an integer ≥ 2 .*; got 1"),
+        ((4, 1), r"n_per_class must be an integer ≥ 2 .*; got 1"),
+        ((4, 2.0), r"n_per_class must be an integer ≥ 2 .*; got 2.0"),
+    ],
+)
 def test_pk_sampler_argument_errors(args, message):
     with pytest.raises(ValueError, match=message):
         PKSampler(labelled_dataset(), *args)
@@ -200,7 +226,9 @@ def test_identity_nearest_prototype_is_the_library_baseline():
         NearestNeighbourLearner(nn.Flatten(), "nearest-prototype")(support_x, support_y, query_x),
         fsl.NearestPrototype()(support_x, support_y, query_x),
     )
-    with pytest.raises(ValueError, match="rule must be 'nearest-support' or 'nearest-prototype'; got 'knn'"):
+    with pytest.raises(
+        ValueError, match="rule must be 'nearest-support' or 'nearest-prototype'; got 'knn'"
+    ):
         NearestNeighbourLearner(nn.Flatten(), "knn")
 
 
@@ -208,15 +236,17 @@ def test_identity_nearest_prototype_is_the_library_baseline():
 def test_gradients_flow_to_the_backbone_through_the_mined_loss(strategy):
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(36, 8))
     x, y = PKSampler(labelled_dataset(), 4, 3, seed=0).sample()
-    loss, _ = triplet_batch_loss(backbone(x), y, strategy, margin=10.0,
-                                 generator=torch.Generator().manual_seed(0))
+    loss, _ = triplet_batch_loss(
+        backbone(x), y, strategy, margin=10.0, generator=torch.Generator().manual_seed(0)
+    )
     loss.backward()
     grads = [weight.grad.clone() for weight in backbone.parameters()]
     # Oracle: torch's triplet loss on the same triplets, differentiated through all three members.
     backbone.zero_grad()
     embeddings = backbone(x)
-    a, p, n = mine_triplets(embeddings.detach(), y, strategy, margin=10.0,
-                            generator=torch.Generator().manual_seed(0))
+    a, p, n = mine_triplets(
+        embeddings.detach(), y, strategy, margin=10.0, generator=torch.Generator().manual_seed(0)
+    )
     oracle_loss = nn.TripletMarginLoss(margin=10.0, eps=0.0)
     expected = oracle_loss(embeddings[a], embeddings[p], embeddings[n])
     expected.backward()
