@@ -35,7 +35,7 @@ def per_task_meta_loss(
     loss and (``backward=True``) call ``backward`` on ``loss / T`` at once, so the
     gradients of θ accumulate task by task. Slow — a Python loop with small
     kernels — and kept as the reference that tests, benchmarks and chapter 7
-    hold the batched :class:`MAML` to.
+    hold the batched :class:`~fslearn.MAML` to.
 
     Returns:
         The mean query loss over tasks (detached when ``backward=True``).

@@ -154,7 +154,7 @@ def maml_speed(
         meta_batch: overrides every setting's meta-batch (e.g. for a quick CPU run).
         compile: also time ``torch.compile(learner.meta_loss)`` as ``train_maml(compile=True)``
             does.
-        baseline: also time the per-task loop, :func:`~fslearn.per_task_meta_loss`.
+        baseline: also time the per-task loop, :func:`~fslearn.bench.per_task_meta_loss`.
 
     Returns:
         One row per setting and implementation, a dict with ``setting``, ``implementation``,

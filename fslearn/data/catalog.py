@@ -67,11 +67,11 @@ def load_dataset(
             ``"vinyals"`` and ``"maml"`` Omniglot protocols (default 0).
         device: where to put the images.
 
-    An option a dataset does not take (:data:`OPTIONS`) is an error rather than
+    An option a dataset does not take (``fslearn.data.catalog.OPTIONS``) is an error rather than
     silently ignored, e.g. ``seed`` with ``"miniimagenet"``.
 
     Returns:
-        A :class:`~fslearn.data.FewShotDataset`.
+        A :class:`~fslearn.FewShotDataset`.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")

@@ -60,7 +60,7 @@ def generate(
             same whichever others are drawn with it.
 
     Returns:
-        A :class:`~fslearn.data.FewShotDataset`; with all alphabets, 1 623 classes
+        A :class:`~fslearn.FewShotDataset`; with all alphabets, 1 623 classes
         × 20 images of shape ``(1, image_size, image_size)``, the first 964
         classes (30 alphabets) being the background split.
     """
@@ -130,13 +130,13 @@ def load_embedded(
             ``"evaluation"`` (20 alphabets, 659 characters, for testing) or ``"all"``.
         image_size: 28 (default), 84 or 105 pixels square.
         seed: the generation seed; a different seed gives different alphabets.
-        cache: read and write ``fslearn.io.cache_dir()``; the file name holds
+        cache: read and write ``fslearn.cache_dir()``; the file name holds
             every parameter, and it is written atomically.
         progress: show a progress bar while generating.
         device: where to put the images (``None``: CPU).
 
     Returns:
-        A :class:`~fslearn.data.FewShotDataset` with images of shape
+        A :class:`~fslearn.FewShotDataset` with images of shape
         ``(n_characters, 20, 1, image_size, image_size)``, ink 255 on 0.
     """
     if split not in SPLITS:

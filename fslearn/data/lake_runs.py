@@ -113,7 +113,7 @@ def download_runs(root=None, progress: bool = True) -> Path:
     layout instead; a failed check or an interrupted download leaves no file.
 
     Args:
-        root: data folder; default ``fslearn.io.cache_dir() / "data"``.
+        root: data folder; default ``fslearn.cache_dir() / "data"``.
         progress: show a progress bar.
 
     Returns:
@@ -143,7 +143,7 @@ def load_runs(
         path: ``all_runs.zip`` or its extracted folder; default ``<root>/omniglot/all_runs.zip``.
         image_size: side of the square images after resizing (the originals are 105).
         download: download the zip if ``path`` is not given and the zip is missing.
-        root: data folder; default ``fslearn.io.cache_dir() / "data"``.
+        root: data folder; default ``fslearn.cache_dir() / "data"``.
         progress: show a progress bar while downloading.
 
     Returns:

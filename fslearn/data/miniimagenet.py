@@ -181,7 +181,7 @@ def load_miniimagenet(
         format: ``"csv"``, ``"pickle"`` or ``"auto"``, which picks the pickle if
             it is present, else the CSV and image folder.
         progress: show progress bars while reading and decoding.
-        cache: read and write the decoded split in ``fslearn.io.cache_dir()``
+        cache: read and write the decoded split in ``fslearn.cache_dir()``
             (about 0.8 GB for the train split at 84 px), keyed by the folder's
             resolved path, the split, ``image_size``, format, ``n_per_class``
             and the size and modification time of every source file, written
@@ -193,7 +193,7 @@ def load_miniimagenet(
         device: where to put the images (``None``: CPU).
 
     Returns:
-        A :class:`~fslearn.data.FewShotDataset` with uint8 RGB images of shape
+        A :class:`~fslearn.FewShotDataset` with uint8 RGB images of shape
         ``(n_classes, n_per_class, 3, image_size, image_size)`` (``(64, 600, 3,
         84, 84)`` for the standard train split), classes sorted by ImageNet wnid
         (the class names, e.g. ``"n01532829"``), images in file order, and every

@@ -57,7 +57,7 @@ def download_omniglot(name: str = "images_background", root=None, progress: bool
         name: ``"images_background"`` (30 alphabets, 964 characters),
             ``"images_evaluation"`` (20 alphabets, 659 characters),
             ``"images_background_small1"`` or ``"images_background_small2"``.
-        root: data folder; default ``fslearn.io.cache_dir() / "data"``. The zip is
+        root: data folder; default ``fslearn.cache_dir() / "data"``. The zip is
             stored as ``<root>/omniglot/<name>.zip``.
         progress: show a progress bar.
 
@@ -188,14 +188,14 @@ def load_omniglot(
     path=None,
     device=None,
 ) -> FewShotDataset:
-    """Real Omniglot as a :class:`~fslearn.data.FewShotDataset`, decoded once and cached.
+    """Real Omniglot as a :class:`~fslearn.FewShotDataset`, decoded once and cached.
 
     Args:
         name: the archive (see :func:`download_omniglot`); default ``"images_background"``,
             or with ``path`` the file or folder name (``.../images_evaluation.zip`` →
             ``"images_evaluation"``).
         root: data folder holding ``omniglot/<name>.zip``; default
-            ``fslearn.io.cache_dir() / "data"``.
+            ``fslearn.cache_dir() / "data"``.
         image_size: side of the square images after resizing (Lanczos, anti-aliased);
             105 keeps the originals.
         download: download the zip if it is missing.

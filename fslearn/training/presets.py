@@ -15,10 +15,10 @@ method                            Omniglot  Omniglot  Omniglot  Omniglot  miniIm
 MAML (Finn et al. 2017, table 1)  98.7±0.4  99.9±0.1  95.8±0.3  98.9±0.2  48.70±1.84    63.11±0.92
 first-order MAML (same)                                                   48.07±1.75    63.15±0.91
 ProtoNet (Snell et al. 2017)      98.8      99.7      96.0      98.9      49.42±0.78    68.20±0.66
-Siamese (Koch et al. 2015) [#]_   97.3      98.4      88.2      97.0
+Siamese (Koch et al. 2015) [*]    97.3      98.4      88.2      97.0
 ================================  ========  ========  ========  ========  ============  ============
 
-.. [#] As Finn et al. (2017) quote it.
+[*] As Finn et al. (2017) quote it.
 
 * Finn, Abbeel and Levine (2017), *Model-Agnostic Meta-Learning for Fast Adaptation of
   Deep Networks*, ICML: Conv4 with per-task batch statistics, Adam 1e-3 on the
@@ -50,8 +50,8 @@ METHODS = {
 RECIPES = ("paper", "quick")
 MAML_FAMILY = ("maml", "fomaml", "anil")
 
-#: Finn et al. (2017)'s MAML settings: Omniglot 5-way, Omniglot 20-way, miniImageNet
-#: (whose meta-batch is 4 for 1-shot and 2 for 5-shot tasks).
+#: The MAML settings of Finn et al. (2017) for Omniglot 5-way, Omniglot 20-way and
+#: miniImageNet, whose meta-batch is 4 for 1-shot and 2 for 5-shot tasks.
 MAML_PAPER = {
     "omniglot": dict(hidden_channels=64, inner_steps=1, inner_lr=0.4, meta_batch=32, rotate=True),
     "omniglot-20way": dict(
