@@ -113,7 +113,7 @@ def evaluate(
     was_training = getattr(learner, "training", None)
     if was_training is not None:
         learner.eval()
-    accuracies = []
+    accuracies, sound = [], []
     try:
         unit = "batch" if batch_size else "episode"
         bar = progress_bar(total, desc, progress, unit=unit, leave=False)
@@ -130,13 +130,40 @@ def evaluate(
                 accuracies.append(
                     (logits.argmax(-1) == episode.query_y).float().mean(-1).reshape(-1)
                 )
+                labels_ok = (episode.query_y >= 0) & (episode.query_y < episode.n_way)
+                finite = torch.isfinite(logits).flatten(-2).all(-1)
+                sound.append(torch.stack([finite.reshape(-1), labels_ok.all(-1).reshape(-1)]))
                 bar.update(1)
     finally:
         if was_training is not None:
             learner.train(was_training)
     if not accuracies:
         raise ValueError("there are no episodes to evaluate on: the iterable was empty")
+    _check_sound(torch.cat(sound, dim=1))
     return confidence_interval(torch.cat(accuracies))
+
+
+def _check_sound(sound: torch.Tensor) -> None:
+    """Raise unless every episode had finite logits and query labels in ``0 … n_way − 1``.
+
+    ``sound`` is ``(2, n_episodes)``: finite logits, valid labels. Without this an
+    accuracy over NaN logits (argmax of NaN is 0) would read like a real one.
+    """
+    finite, labels_ok = sound.cpu()
+    if not finite.all():
+        bad = (~finite).nonzero().flatten().tolist()
+        raise FloatingPointError(
+            f"the learner returned NaN or infinite logits in {len(bad)} of {finite.numel()} "
+            f"episodes (the first: episode {bad[0]}), so their accuracy would mean nothing; "
+            "check the images for NaN (torch.isnan(dataset.images).any()) and the learner's "
+            "weights (a training run that diverged)"
+        )
+    if not labels_ok.all():
+        bad = (~labels_ok).nonzero().flatten().tolist()
+        raise ValueError(
+            f"{len(bad)} of {labels_ok.numel()} episodes (the first: episode {bad[0]}) have query "
+            "labels outside 0 … n_way − 1; label the queries as their support classes"
+        )
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..common import check_positive_int
 from ..evaluation import confidence_interval
+from ..sampling.tasks import check_task
 
 
 def check_head_and_body(model: nn.Module) -> None:
@@ -136,27 +137,22 @@ class GradientLearner(nn.Module):
     def _check_task(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor | None = None
     ):
-        batched = support_x.dim() == 5
-        if support_x.dim() not in (4, 5) or support_y.dim() != support_x.dim() - 3:
+        if support_x.dim() not in (4, 5):
             raise ValueError(
-                "support_x must be (n_way * n_shot, C, H, W) with support_y (n_way * n_shot,), "
-                "or with a leading task dimension T; "
-                f"got support_x {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}"
+                "support_x must have shape (n_way * n_shot, C, H, W), or (T, n_way * n_shot, C, H, "
+                f"W) for T tasks; got {tuple(support_x.shape)}"
             )
-        if query_x is not None and query_x.dim() != support_x.dim():
-            raise ValueError(
-                f"query_x has shape {tuple(query_x.shape)} "
-                f"but support_x has {tuple(support_x.shape)}"
-            )
+        query = support_x if query_x is None else query_x
+        task_n_way = check_task(support_x, support_y, query, batched=support_x.dim() == 5)
         n_way = _n_way(self.model)
-        if n_way is not None and int(support_y.max()) >= n_way:
+        if n_way is not None and task_n_way > n_way:
             raise ValueError(
-                f"the support labels go up to {int(support_y.max())} "
+                f"the support labels go up to {task_n_way - 1} "
                 f"but the model's head has {n_way} outputs; "
-                f"build the model with n_way = {int(support_y.max()) + 1} outputs "
+                f"build the model with n_way = {task_n_way} outputs "
                 f"or sample {n_way}-way episodes"
             )
-        return batched
+        return support_x.dim() == 5
 
     def adapt(
         self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None

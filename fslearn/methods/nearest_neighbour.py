@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..sampling.tasks import check_task
 from .metric import max_per_class, nearest_prototype_logits, squared_euclidean
 
 
@@ -34,7 +35,7 @@ class NearestNeighbourLearner(nn.Module):
     ) -> torch.Tensor:
         """``(n_way * n_shot, C, H, W)``, ``(n_way * n_shot,)``, ``(n_query, C, H, W)`` → logits
         ``(n_query, n_way)``."""
-        n_way = int(support_y.max()) + 1 if support_y.numel() else 0
+        n_way = check_task(support_x, support_y, query_x)
         support, queries = self.backbone(support_x), self.backbone(query_x)
         if self.rule == "nearest-prototype":
             return nearest_prototype_logits(support, support_y, queries, n_way)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..sampling.tasks import check_task
 from .metric import nearest_prototype_logits
 
 
@@ -34,8 +35,7 @@ class NearestPrototype(nn.Module):
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
         """``(N·K, C, H, W)``, ``(N·K,)``, ``(Q', C, H, W)`` → logits ``(Q', N)``."""
-        # One host sync to learn N; labels are 0..N-1 by the episode convention.
-        n_way = int(support_y.max()) + 1
+        n_way = check_task(support_x, support_y, query_x)  # one host sync, to learn N
         support, queries = self.backbone(support_x), self.backbone(query_x)
         return nearest_prototype_logits(support, support_y, queries, n_way, self.distance)
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..common import check_positive_int, seeded
+from ..sampling.tasks import check_task
 from .metric import max_per_class
 
 
@@ -122,7 +123,7 @@ class SiameseNet(nn.Module):
             the query and the class's support images, so with K > 1 the
             nearest support image decides, whatever the order of the support set.
         """
-        n_way = int(support_y.max()) + 1 if support_y.numel() else 0
+        n_way = check_task(support_x, support_y, query_x)
         support, queries = (
             self.embed(support_x),
             self.embed(query_x),

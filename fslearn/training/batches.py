@@ -202,7 +202,7 @@ def fit(
             "epoch": history.epochs_completed,
             "iterations": done,
             "updates": history.updates,
-            "train_loss": sum(values) / len(values),
+            "train_loss": sum(history.loss[-per_epoch:]) / per_epoch,
         }
         if validation is not None:
             metrics = evaluate_classifier(model, *validation, loss_fn=loss_fn)

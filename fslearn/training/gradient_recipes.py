@@ -7,6 +7,8 @@ papers and their numbers); both follow :mod:`fslearn.training.skeleton`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..data.dataset import FewShotDataset
@@ -130,8 +132,22 @@ def train_maml(
         progress=progress,
         desc=f"{kind} {n_way}-way {n_shot}-shot",
         checkpoint=checkpoint,
+        loss_limit=_diverged(n_way, step_weights),
+        advice=f"the inner steps diverge: lower inner_lr (now {inner_lr}), or the outer lr={lr}",
     )
     return learner, history
+
+
+def _diverged(n_way: int, step_weights) -> tuple[float, str]:
+    """The query loss no sane MAML run reaches: 100 × a uniform guess's, ``ln(n_way)``.
+
+    Adaptation starts near ``ln(n_way)`` and lowers it; a loss a hundred times higher
+    means the inner steps threw the parameters far away (an inner step size far too
+    large), although it may stay finite for thousands of steps.
+    """
+    weight = 1.0 if step_weights is None else max(1.0, float(sum(step_weights)))
+    limit = 100 * math.log(max(n_way, 2)) * weight
+    return limit, f"100 × ln({n_way}), the loss of a uniform guess"
 
 
 def train_pretrained(

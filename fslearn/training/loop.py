@@ -40,6 +40,8 @@ def run_loop(
     save_due=lambda done: False,
     after_flush=None,
     describe=lambda at: f"step {at}",
+    loss_limit: tuple[float, str] | None = None,
+    advice: str = "lower the learning rate, check the inputs for NaN, or normalise them",
 ) -> None:
     """Run ``step(i)`` for ``i`` from the history's count to ``total - 1``, updating ``history``.
 
@@ -62,20 +64,28 @@ def run_loop(
             copied losses, ``clock()`` (seconds since the start) and the progress bar:
             epoch records, validation, postfixes.
         describe: ``describe(at)`` names step ``at`` in the NaN error message.
+        loss_limit: ``(limit, why)``: a finite loss above ``limit`` also stops the run,
+            for losses whose size says the training diverged (``why`` says so).
+        advice: what the error message tells the user to do.
 
     Raises:
-        FloatingPointError: a loss was NaN or infinite; the message names the step.
+        FloatingPointError: a loss was NaN or infinite, or above ``loss_limit``; the
+            message names the step. Losses are also copied after the first step, so a run
+            that diverges at once stops at once rather than after ``sync_every`` steps.
     """
     pending_loss: list[torch.Tensor] = []
     pending_metrics: dict[str, list[torch.Tensor]] = {}
 
     def flush(done: int) -> list[float]:
         values = torch.stack(pending_loss).tolist()
-        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        limit, why = loss_limit or (math.inf, "")
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v) or v > limit), None)
         if bad is not None:
+            value = values[bad]
+            above = f", above {limit:.4g} ({why})" if math.isfinite(value) else ""
             raise FloatingPointError(
-                f"the loss became {values[bad]} at {describe(done - len(values) + bad + 1)}; "
-                "lower the learning rate, check the inputs for NaN, or normalise them"
+                f"the loss became {value:.4g} at {describe(done - len(values) + bad + 1)}"
+                f"{above}; {advice}"
             )
         history.loss.extend(values)
         for name, tensors in pending_metrics.items():  # history.metrics: restore replaces it
@@ -106,7 +116,8 @@ def run_loop(
             bar.update(1)
             last = done == total
             save = checkpoint is not None and (last or save_due(done))
-            if last or save or len(pending_loss) >= sync_every or flush_due(done):
+            early = done == first + 1
+            if early or last or save or len(pending_loss) >= sync_every or flush_due(done):
                 values = flush(done)
                 bar.set_postfix(loss=round(values[-1], 4))
                 if after_flush is not None:

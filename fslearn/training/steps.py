@@ -80,6 +80,8 @@ def train_steps(
     progress: bool = True,
     desc: str = "training",
     checkpoint=None,
+    loss_limit: tuple[float, str] | None = None,
+    advice: str | None = None,
 ) -> StepHistory:
     """Train ``model`` for ``steps`` steps of ``step_loss``.
 
@@ -107,12 +109,17 @@ def train_steps(
             saved every ``checkpoint.every`` steps and after the last; with
             ``resume`` the loop first restores them and continues from the saved
             step, ending with the same weights as an uninterrupted run.
+        loss_limit: ``(limit, why)``: stop, as for a NaN, at a finite loss above
+            ``limit`` (a method whose losses have a natural scale, as MAML's query
+            cross-entropy, says by its size that the training diverged).
+        advice: what the error of a diverged run tells the user to do (default:
+            lower the learning rate, check the inputs).
 
     Returns:
         A :class:`StepHistory`.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite.
+        FloatingPointError: the loss became NaN or infinite (or passed ``loss_limit``).
     """
     check_positive_int("steps", steps)
     check_positive_int("episodes_per_step", episodes_per_step)
@@ -180,5 +187,7 @@ def train_steps(
         save_due=lambda done: done % checkpoint.every == 0,
         after_flush=after_flush,
         describe=lambda at: f"step {at} (lr={optimizer.param_groups[0].get('lr')})",
+        loss_limit=loss_limit,
+        **({} if advice is None else {"advice": advice}),
     )
     return history

@@ -1,0 +1,77 @@
+"""What a task handed to a learner must look like, checked where it enters.
+
+Every learner's ``forward`` and :func:`~fslearn.evaluate` take tasks that anyone can
+build by hand, so a wrong shape or label would otherwise surface as an ``IndexError``
+or a matrix-size error from deep inside torch, or, worse, as a plausible accuracy. The
+check costs one host synchronisation, which the learners need anyway to learn ``n_way``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(tensor.shape)
+
+
+def check_task(
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    query_x: torch.Tensor,
+    *,
+    batched: bool = False,
+) -> int:
+    """The number of classes of a task, after checking that it is one.
+
+    Args:
+        support_x: the support items, ``(n_support, *item)``: images ``(C, H, W)`` or
+            embeddings ``(D,)``; with ``batched``, ``(T, n_support, *item)`` for ``T`` tasks.
+        support_y: integer labels ``(n_support,)`` (or ``(T, n_support)``) in which every
+            class ``0 … n_way − 1`` occurs.
+        query_x: the query items, ``(n_query, *item)`` (or ``(T, n_query, *item)``).
+
+    Returns:
+        ``n_way``, the same for every task of a batch.
+
+    Raises:
+        ValueError: naming the shapes or labels that make it no task, and the fix.
+    """
+    lead = 2 if batched else 1
+    expected = "(T, n_support, …)" if batched else "(n_support, …)"
+    if support_x.dim() <= lead:
+        raise ValueError(f"support_x must have shape {expected}; got {_shape(support_x)}")
+    if _shape(support_y) != _shape(support_x)[:lead]:
+        raise ValueError(
+            f"support_y must hold one label per support item, shape {_shape(support_x)[:lead]}; "
+            f"got {_shape(support_y)} for support_x of shape {_shape(support_x)}"
+        )
+    if support_y.dtype == torch.bool or support_y.is_floating_point() or support_y.is_complex():
+        raise ValueError(
+            f"support_y must hold integer class labels 0 … n_way − 1; got dtype {support_y.dtype}"
+            " (convert with support_y.long())"
+        )
+    if support_y.shape[-1] == 0:
+        raise ValueError(f"the support set is empty: support_x has shape {_shape(support_x)}")
+    item = _shape(support_x)[lead:]
+    if query_x.dim() != support_x.dim() or _shape(query_x)[lead:] != item:
+        raise ValueError(
+            f"query_x must hold items like the support items, shape "
+            f"({'T, ' if batched else ''}n_query, {', '.join(map(str, item))}); "
+            f"got {_shape(query_x)} for support_x of shape {_shape(support_x)}"
+        )
+    if batched and query_x.shape[0] != support_x.shape[0]:
+        raise ValueError(
+            f"support_x holds {support_x.shape[0]} tasks but query_x {query_x.shape[0]}: "
+            f"{_shape(support_x)} and {_shape(query_x)}"
+        )
+    ordered = support_y.sort(-1).values
+    distinct = (ordered[..., 1:] != ordered[..., :-1]).sum(-1) + 1
+    low, high, fewest = torch.stack([support_y.min(), support_y.max(), distinct.min()]).tolist()
+    if low < 0 or fewest != high + 1:
+        raise ValueError(
+            f"support labels must be 0 … n_way − 1 with every class present; got labels from {low} "
+            f"to {high} with {fewest} distinct (in the task that has fewest). Relabel the "
+            "classes 0, 1, … in order, as fsl.EpisodeSampler does"
+        )
+    return high + 1
