@@ -1,6 +1,7 @@
 # Two entry points (see README.md):
 #   make book   set up .venv and build the HTML book into _build/html (executes every chapter)
 #   make test   set up .venv, lint, build the book, run unit tests, nbval over every chapter and the browser test
+#   make gpu-check-prepare, then make gpu-check on a GPU machine (README.md, Run on a GPU)
 #   make lint   ruff check and ruff format --check (configured in pyproject.toml)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint format browser book test unit sync clean
+.PHONY: setup lint format browser book test unit sync gpu-check-prepare gpu-check clean
 
 LINTED := fslearn tests benchmarks conftest.py
 
@@ -54,6 +55,18 @@ unit: setup
 # Regenerate the paired .ipynb files after editing a chapter's .md.
 sync: setup
 	$(BIN)/jupytext --sync chapters/*.md
+
+# The chapters as scripts for `make gpu-check`, which has no jupytext: bring build/gpu-check along.
+gpu-check-prepare: setup
+	$(BIN)/python benchmarks/gpu_check.py prepare --scripts build/gpu-check
+
+# On a GPU machine with torch, pytest, numpy, matplotlib, tqdm and Pillow (no .venv, no
+# network): tests, chapters and benchmarks on CUDA, recorded where chapters 7 and 8 read it.
+# GPU_CHECK_ARGS= runs the chapters' full budgets; --compile adds torch.compile to the timing.
+GPU_CHECK_ARGS ?= --short
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py run --device cuda $(GPU_CHECK_ARGS) \
+	  --scripts build/gpu-check --out fslearn/results/gpu_validation.json
 
 clean:
 	rm -rf _build

@@ -12,7 +12,9 @@ or shared machine, where absolute times do not. Two benchmarks:
 
 ``benchmarks/bench_sampler.py``, ``benchmarks/bench_maml.py`` and ``fslearn bench``
 print their rows with :func:`format_table`; :func:`write_results` writes a results
-file and :func:`recorded_maml_speed` reads the measurement that ships with fslearn.
+file and :func:`recorded_maml_speed` reads the measurement that ships with fslearn;
+:func:`recorded_gpu_validation` reads the record of ``make gpu-check`` (``None`` until a GPU
+run has written one) and :func:`format_validation` prints it.
 None of this is part of ``fslearn.__all__``: ``from fslearn import bench``.
 """
 
@@ -21,6 +23,7 @@ from .maml import BASELINE, COMPILED, EAGER, MAML_COLUMNS, MAML_SETTINGS, maml_s
 from .report import command_line, format_table, recorded_maml_speed, results_record, write_results
 from .sampler import SAMPLER_COLUMNS, sampler_speed
 from .timing import device_name
+from .validation import format_validation, recorded_gpu_validation, write_validation
 
 __all__ = [
     "BASELINE",
@@ -33,10 +36,13 @@ __all__ = [
     "dataloader_episodes",
     "device_name",
     "format_table",
+    "format_validation",
     "maml_speed",
     "per_task_meta_loss",
+    "recorded_gpu_validation",
     "recorded_maml_speed",
     "results_record",
     "sampler_speed",
     "write_results",
+    "write_validation",
 ]
