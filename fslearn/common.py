@@ -7,27 +7,44 @@ Nothing here knows about datasets, learners or training; every other module may 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
-def check_positive_int(name: str, value, *, minimum: int = 1, why: str = "") -> int:
-    """``value`` if it is an integer ≥ ``minimum`` (not a bool), else a ValueError naming ``name``.
+def _is_bool(value) -> bool:
+    # Booleans are integers to Python, numpy and torch alike; as a count they are a mistake.
+    return isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, torch.Tensor) and value.dtype == torch.bool
+    )
 
-    >>> check_positive_int("n_way", 5)
+
+def check_positive_int(name: str, value, *, minimum: int = 1, why: str = "") -> int:
+    """``value`` as a plain int if it is an integer ≥ ``minimum``, else a ValueError naming it.
+
+    Any integral number counts: ``np.int64(5)``, a one-element integer tensor, whatever
+    :func:`operator.index` accepts. Bools and floats do not, not even ``2.0``. Store the
+    returned value, so that the rest of the code (and what it saves) sees a Python int.
+
+    >>> check_positive_int("n_way", np.int64(5))
     5
     >>> check_positive_int("n_classes", 1, minimum=2, why="a triplet needs a negative")
     Traceback (most recent call last):
     ValueError: n_classes must be an integer ≥ 2 (a triplet needs a negative); got 1
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
-        raise ValueError(f"{name} must be {kind}{f' ({why})' if why else ''}; got {value!r}")
-    return value
+    if not _is_bool(value):
+        with contextlib.suppress(TypeError):
+            number = int(operator.index(value))
+            if number >= minimum:
+                return number
+    kind = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+    raise ValueError(f"{name} must be {kind}{f' ({why})' if why else ''}; got {value!r}")
 
 
 @contextlib.contextmanager
@@ -71,18 +88,85 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _set(variable: str) -> str | None:
+    # The XDG spec treats an empty variable as unset; an empty path would mean the
+    # working directory, which is never what was meant.
+    value = os.environ.get(variable, "")
+    return value if value.strip() else None
+
+
+def _not_a_folder(path: Path) -> str | None:
+    """Which of ``path`` and the folders above it is a file, said as a reason, or None."""
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a folder" if part == path else f"{part} is a file"
+    return None
+
+
 def cache_dir() -> Path:
     """The folder fslearn caches generated and downloaded data in.
 
     ``$FSLEARN_CACHE`` if set, else ``$XDG_CACHE_HOME/fslearn``, else
-    ``~/.cache/fslearn``. Created on first use.
+    ``~/.cache/fslearn``; an empty variable counts as unset, and a relative
+    ``XDG_CACHE_HOME`` is ignored (as the XDG spec says). Created on first use.
+
+    Raises:
+        OSError: the folder cannot be created or written in; the message names it, the
+            variable that chose it and the fix.
     """
-    root = os.environ.get("FSLEARN_CACHE")
-    if root is None:
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fslearn"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    fix = "set FSLEARN_CACHE to a writable folder"
+    root, xdg = _set("FSLEARN_CACHE"), _set("XDG_CACHE_HOME")
+    if xdg is not None and not Path(xdg).expanduser().is_absolute():
+        xdg = None
+    if root is not None:
+        path, chosen = Path(root).expanduser(), f"FSLEARN_CACHE={root!r}"
+        fix = "unset FSLEARN_CACHE or point it at a writable folder"
+    elif xdg is not None:
+        path, chosen = Path(xdg).expanduser() / "fslearn", f"XDG_CACHE_HOME={xdg!r}"
+        fix += " (or point XDG_CACHE_HOME at one)"
+    else:
+        try:
+            path = Path.home() / ".cache" / "fslearn"
+        except RuntimeError as error:  # no $HOME and no password-file entry
+            raise OSError(
+                f"fslearn has no cache folder: FSLEARN_CACHE and XDG_CACHE_HOME are unset and "
+                f"the home folder is unknown ({error}); {fix}"
+            ) from None
+        chosen = "the default, as FSLEARN_CACHE and XDG_CACHE_HOME are unset"
+
+    def unusable(reason: str) -> OSError:
+        return OSError(
+            f"cannot use {path} as fslearn's cache folder ({reason}); it comes from {chosen}: {fix}"
+        )
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise unusable(_not_a_folder(path) or f"cannot create it: {error}") from error
+    try:
+        # Only creating a file proves the folder writable: permissions, ACLs and read-only
+        # mounts all answer here (the file is anonymous where the system allows it).
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise unusable(f"cannot write in it: {error.strerror or error}") from error
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it where /proc tells it (Linux).
+
+    Setting it, the only other way, changes it for every thread for that instant.
+    """
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    # Elsewhere the only way is to set it and put it back; 0o077 keeps what other threads
+    # create in that instant private rather than world-writable.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -92,6 +176,8 @@ def atomic_path(path: str | os.PathLike):
     The temporary file lives in the same folder so the final :func:`os.replace`
     is atomic: readers see the old file or the new one, never a partial one.
     If the body raises, the temporary file is removed and ``path`` is untouched.
+    The finished file gets the permissions of the file it replaces, or those of any
+    new file (``0o666`` less the umask), not the private ``0o600`` of a temporary one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,33 +185,65 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        try:
+            # Permission bits only: a set-user-ID bit is nothing a data file should inherit.
+            mode = stat.S_IMODE(os.stat(path).st_mode) & 0o777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
-def cached(path: Path, build, *, enabled: bool = True) -> dict:
+def _cache_problem(saved, keys, check) -> str | None:
+    if not isinstance(saved, dict):
+        return f"it holds a {type(saved).__name__}, not a dict"
+    missing = [key for key in keys if key not in saved]
+    if missing:
+        return f"it has no {', '.join(map(repr, missing))}"
+    return check(saved) if check is not None else None
+
+
+def cached(path: Path, build, *, keys, check=None, enabled: bool = True) -> dict:
     """``build()``'s dict of tensors and strings, read from ``path`` when a valid copy is there.
 
-    A missing or unreadable file (a damaged cache is ours to rebuild, not the
-    user's problem: a warning says so) is built again and written atomically.
-    The file is read with ``weights_only=True``, so a cache never runs code.
+    A missing file, or one that is unreadable or not what ``build`` makes (a damaged
+    cache is ours to rebuild, not the user's problem: a warning says so), is built again
+    and written atomically. The file is read with ``weights_only=True``, so a cache never
+    runs code. A cache that cannot be written (a full disk) is skipped with a warning: the
+    data was built, and is returned.
 
     Args:
         path: the cache file; its name should hold every parameter of ``build``.
         build: ``build() -> dict`` of what to cache.
+        keys: the keys of ``build()``'s dict; a file whose dict lacks one is built again.
+        check: ``check(saved) -> str | None``: what is wrong with a dict that has the keys
+            (a tensor of the wrong dtype or shape, say), or None if it is fine.
         enabled: ``False`` neither reads nor writes the file.
     """
     if enabled and path.exists():
         try:
-            return torch.load(path, weights_only=True)
+            saved = torch.load(path, weights_only=True)
         except Exception as error:  # torch raises many types for a bad file
-            warnings.warn(
-                f"ignoring unreadable cache {path} ({error}); building it again", stacklevel=3
-            )
+            problem = str(error)
+        else:
+            problem = _cache_problem(saved, keys, check)
+            if problem is None:
+                return saved
+        warnings.warn(
+            f"ignoring unreadable cache {path} ({problem}); building it again", stacklevel=3
+        )
     saved = build()
     if enabled:
-        with atomic_path(path) as tmp:
-            torch.save(saved, tmp)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(saved, tmp)
+        except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
+            warnings.warn(
+                f"could not write the cache {path} ({error}); continuing without it. Free some "
+                f"space there, or point FSLEARN_CACHE at a writable folder with room",
+                stacklevel=3,
+            )
     return saved

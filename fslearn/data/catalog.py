@@ -22,6 +22,11 @@ OPTIONS = {
 SMALL2_ONLY_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 
 
+def _or(value, default):
+    # Not ``value or default``: image_size=0 is an error to report, not a request for 28.
+    return default if value is None else value
+
+
 def _check_split(name: str, split: str, allowed: tuple[str, ...]) -> None:
     if split not in allowed:
         raise ValueError(f"{name} has splits {allowed}; got {split!r}")
@@ -94,7 +99,7 @@ def load_dataset(
         _check_split(name, split, ("train", "test"))
         return load_embedded(
             {"train": "background", "test": "evaluation"}[split],
-            image_size=image_size or 28,
+            image_size=_or(image_size, 28),
             seed=seed,
             progress=progress,
             device=device,
@@ -108,12 +113,12 @@ def load_dataset(
                 "(on the command line: --data-root)"
             )
         return load_miniimagenet(
-            root, split, image_size=image_size or 84, progress=progress, device=device
+            root, split, image_size=_or(image_size, 84), progress=progress, device=device
         )
 
     def omniglot(archive: str) -> FewShotDataset:
         return load_omniglot(
-            archive, root=root, image_size=image_size or 28, download=download, progress=progress
+            archive, root=root, image_size=_or(image_size, 28), download=download, progress=progress
         )
 
     if name == "omniglot-small":

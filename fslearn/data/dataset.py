@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
 
 
+def dataset_problem(saved: dict, *, channels: int, image_size: int) -> str | None:
+    """What stops ``saved`` (a loader's cached dict) from being the dataset it needs, or None.
+
+    The loader needs uint8 ``images`` of shape ``(n_classes, n_per_class, channels,
+    image_size, image_size)``, one string in ``class_names`` (and in ``groups``, if saved)
+    per class and a string ``name`` if saved: a cache written by other code or damaged in
+    place fails here and is built again instead of being returned.
+    """
+    images = saved["images"]
+    if not isinstance(images, torch.Tensor):
+        return f"images is a {type(images).__name__}, not a tensor"
+    if (
+        images.dtype != torch.uint8
+        or images.dim() != 5
+        or min(images.shape, default=0) == 0
+        or tuple(images.shape[2:]) != (channels, image_size, image_size)
+    ):
+        return (
+            f"images are {images.dtype} of shape {tuple(images.shape)}; expected torch.uint8 "
+            f"of shape (n_classes, n_per_class, {channels}, {image_size}, {image_size})"
+        )
+    for key in ("class_names", "groups"):
+        if key not in saved:
+            continue
+        values = saved[key]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            return f"{key} is not a list of strings"
+        if len(values) != len(images):
+            return f"{len(images)} classes of images but {len(values)} {key}"
+    if not isinstance(saved.get("name", ""), str):
+        return "name is not a string"
+    return None
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (ink 255) to float32 in ``[0, 1]``; float input passes through."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
+def _integral(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex)
+
+
+class _ClassIndexError(ValueError, IndexError):
+    """A class index outside the dataset: a bad argument, and an index out of range."""
 
 
 @dataclass
@@ -30,6 +73,11 @@ class FewShotDataset:
     name: str = "dataset"
 
     def __post_init__(self):
+        if not isinstance(self.images, torch.Tensor):
+            raise TypeError(
+                f"images must be a torch.Tensor of shape (n_classes, n_per_class, C, H, W); got "
+                f"a {type(self.images).__name__} (torch.from_numpy converts a numpy array)"
+            )
         if self.images.dim() != 5:
             raise ValueError(
                 "images must have shape (n_classes, n_per_class, C, H, W); "
@@ -74,12 +122,49 @@ class FewShotDataset:
         )
 
     def to(self, device) -> FewShotDataset:
-        """The same dataset with its images on ``device`` (the whole set moves once)."""
-        return FewShotDataset(self.images.to(device), self.class_names, self.groups, self.name)
+        """The same dataset with its images on ``device`` (the whole set moves once).
+
+        Raises:
+            ValueError: ``device`` is no device name, or not one this machine has.
+        """
+        try:
+            images = self.images.to(device)
+        except torch.cuda.OutOfMemoryError:  # a real device, too small: not a bad name
+            raise
+        # torch says "Expected one of cpu, cuda, …" (RuntimeError) for a misspelt name and
+        # "Torch not compiled with CUDA enabled" (AssertionError) on a machine without CUDA.
+        except (RuntimeError, AssertionError) as error:
+            n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            here = "'cpu'" + (f" or 'cuda:0' to 'cuda:{n_gpus - 1}'" if n_gpus else "")
+            # torch's first line says it; the rest can be a page of dispatcher tables.
+            reason = (str(error).splitlines() or [""])[0]
+            reason = reason if len(reason) <= 200 else reason[:200] + "…"
+            raise ValueError(
+                f"cannot put {self.name} on device {device!r} ({reason}); this machine has {here}"
+            ) from error
+        return FewShotDataset(images, self.class_names, self.groups, self.name)
 
     def select(self, classes, name: str | None = None) -> FewShotDataset:
-        """The classes at indices ``classes`` (a list or 1-D tensor), in that order."""
-        index = torch.as_tensor(classes, dtype=torch.long)
+        """The classes at indices ``classes`` (a list or 1-D tensor), in that order.
+
+        Raises:
+            ValueError: an index is not an integer (``1.5`` is not rounded) or is out of
+                range; the error is also an IndexError.
+        """
+        index = torch.as_tensor(classes)
+        if index.dim() > 1:
+            raise ValueError(f"class indices must be a list or 1-D; got shape {tuple(index.shape)}")
+        index = index.reshape(-1)
+        if len(index) and (index.dtype == torch.bool or not _integral(index.dtype)):
+            shown = f"{index[:5].tolist()}{'…' if len(index) > 5 else ''}"
+            raise ValueError(f"class indices must be integers; got {shown} ({index.dtype})")
+        index = index.long()
+        outside = index[(index < -self.n_classes) | (index >= self.n_classes)]
+        if len(outside):
+            raise _ClassIndexError(
+                f"class indices {outside[:5].tolist()} are outside {self.name}'s "
+                f"{self.n_classes} classes (0 to {self.n_classes - 1})"
+            )
         kept = index.tolist()
         return FewShotDataset(
             self.images[index.to(self.device)],
@@ -89,8 +174,8 @@ class FewShotDataset:
         )
 
     def select_groups(self, groups, name: str | None = None) -> FewShotDataset:
-        """The classes whose group (alphabet) is in ``groups``."""
-        wanted = set(groups)
+        """The classes whose group (alphabet) is in ``groups`` (a list, or one name)."""
+        wanted = {groups} if isinstance(groups, str) else set(groups)
         unknown = wanted - set(self.groups)
         if unknown:
             raise KeyError(
@@ -117,10 +202,22 @@ def with_rotations(dataset: FewShotDataset, angles=(0, 90, 180, 270)) -> FewShot
     Returns a dataset of ``len(angles) * n_classes`` classes, angle-major: the first
     ``n_classes`` are rotated by ``angles[0]``, and so on. Names get a ``@rot<angle>`` suffix.
     """
-    bad = [a for a in angles if a % 90]
+    angles = tuple(angles)
+    if not angles:
+        raise ValueError("angles must name at least one rotation, e.g. (0, 90, 180, 270)")
+    # 90.0 passes ``% 90`` but not torch.rot90: an angle is an integer number of degrees.
+    bad = [
+        a for a in angles if isinstance(a, bool) or not isinstance(a, numbers.Integral) or a % 90
+    ]
     if bad:
         raise ValueError(f"angles must be multiples of 90 degrees; got {bad}")
-    images = torch.cat([torch.rot90(dataset.images, a // 90, dims=(-2, -1)) for a in angles])
+    turns = [a // 90 % 4 for a in angles]
+    if len(set(turns)) < len(turns):
+        raise ValueError(
+            f"angles {list(angles)} repeat a rotation (modulo 360), which would make each class "
+            f"two classes with the same images; give each rotation once"
+        )
+    images = torch.cat([torch.rot90(dataset.images, int(a) // 90, dims=(-2, -1)) for a in angles])
     names = [f"{name}@rot{a}" for a in angles for name in dataset.class_names]
     return FewShotDataset(
         images,

@@ -14,10 +14,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from ..common import atomic_path, model_device
-from .archives import fetch, open_source
+from ..common import atomic_path, check_positive_int, model_device
+from .archives import damaged, fetch, open_source
 from .dataset import to_float
-from .omniglot import archive_path, read_ink
+from .omniglot import archive_path, read_ink_file
 
 RUNS_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/one-shot-classification/all_runs.zip"
 N_RUNS = 20
@@ -151,8 +151,10 @@ def load_runs(
 
     Raises:
         FileNotFoundError: the runs are missing.
-        ValueError: not a zip, or not the runs' layout.
+        ValueError: not a zip, not the runs' layout, or a damaged image, label file or zip
+            member (named, with the archive).
     """
+    image_size = check_positive_int("image_size", image_size, why="e.g. 28 or 105")
     if path is None:
         path = archive_path("all_runs", root)
         if download and not path.exists():
@@ -170,18 +172,34 @@ def load_runs(
 
         def images(kind: str, run: str) -> torch.Tensor:
             pictures = [
-                read_ink(read(files[f"{run}/{kind}{k:02d}.png"]), image_size)
+                read_ink_file(read, source, files[f"{run}/{kind}{k:02d}.png"], image_size)
                 for k in range(1, N_WAY + 1)
             ]
             return torch.from_numpy(np.stack(pictures)).unsqueeze(1)
 
         for r in range(1, N_RUNS + 1):
             run = f"run{r:02d}"
-            labels = _labels(read(files[f"{run}/class_labels.txt"]).decode(), run, source)
+            name = files[f"{run}/class_labels.txt"]
+            try:
+                text = read(name).decode("utf-8-sig")  # a BOM, if an editor added one
+            except UnicodeDecodeError as error:
+                byte = error.object[error.start]
+                raise damaged(source, name, f"is not UTF-8 text (it holds {byte:#04x})") from error
+            labels = _labels(text, run, source)
             runs.append(
                 OneShotRun(run, images("training/class", run), images("test/item", run), labels)
             )
     return runs
+
+
+def _check_finite(values: torch.Tensor, who: str) -> None:
+    # NaN compares as nearest (argmin) or largest (argmax): a score from it would be noise.
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        raise ValueError(
+            f"{who} returned {bad} NaN or infinite values of {values.numel()}; check the model "
+            f"(a diverged training run, or a division by zero in it)"
+        )
 
 
 def evaluate_runs(runs, *, embed=None, learner=None, device=None) -> dict:
@@ -206,7 +224,7 @@ def evaluate_runs(runs, *, embed=None, learner=None, device=None) -> dict:
 
     Raises:
         TypeError: not exactly one of ``embed`` and ``learner``.
-        ValueError: no runs, or a learner's logits of the wrong shape.
+        ValueError: no runs, embeddings or logits of the wrong shape, or NaN in them.
     """
     if (embed is None) == (learner is None):
         raise TypeError(
@@ -227,6 +245,14 @@ def evaluate_runs(runs, *, embed=None, learner=None, device=None) -> dict:
             )
             if embed is not None:
                 features = embed(torch.cat([support_x, query_x]))
+                n_images = len(support_x) + len(query_x)
+                if features.dim() != 2 or len(features) != n_images:
+                    raise ValueError(
+                        f"{run.name}: embed returned shape {tuple(features.shape)} for "
+                        f"{n_images} images; expected ({n_images}, D): one flat embedding per "
+                        f"image (add a Flatten if it returns feature maps)"
+                    )
+                _check_finite(features, f"{run.name}: embed")
                 support, query = features[: len(support_x)], features[len(support_x) :]
                 predicted = torch.cdist(query.float(), support.float()).argmin(1)
             else:
@@ -236,6 +262,7 @@ def evaluate_runs(runs, *, embed=None, learner=None, device=None) -> dict:
                         f"{run.name}: the learner returned logits of shape {tuple(logits.shape)}; "
                         f"expected (n_query, n_way) = {(len(query_x), len(support_x))}"
                     )
+                _check_finite(logits, f"{run.name}: the learner")
                 predicted = logits.argmax(1)
             errors.append(100.0 * (predicted.cpu() != run.query_y).sum().item() / len(run.query_y))
     return {"errors": errors, "mean_error": sum(errors) / len(errors)}

@@ -34,15 +34,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..common import cache_dir, cached, check_positive_int
-from .dataset import FewShotDataset
-from .miniimagenet_files import (
-    csv_path,
-    decode_csv,
-    gather_pickle,
-    pickle_path,
-    read_csv,
-    read_pickle,
-)
+from .dataset import FewShotDataset, dataset_problem
+from .miniimagenet_files import csv_path, decode_csv, gather_pickle, pickle_path, read_csv
+from .miniimagenet_pickle import read_pickle
 
 MINIIMAGENET_SPLIT_SIZES = {"train": 64, "val": 16, "test": 20}
 """Classes per split in Ravi & Larochelle's standard split (600 images each)."""
@@ -203,17 +197,17 @@ def load_miniimagenet(
         FileNotFoundError: the split's files are not in ``root``.
         ValueError: a file is an HTML page saved in place of the data, a
             truncated or corrupt pickle or image, has the wrong image shape, or
-            classes have unequal image counts.
-        pickle.UnpicklingError: the pickle refers to anything but numpy arrays
-            (refused without running it).
+            classes have unequal image counts; or the pickle refers to anything but
+            numpy arrays (refused without running it; the error is also a
+            :class:`pickle.UnpicklingError`).
     """
     if split not in MINIIMAGENET_SPLIT_SIZES:
         raise ValueError(f"split must be one of {list(MINIIMAGENET_SPLIT_SIZES)}; got {split!r}")
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
-    check_positive_int("image_size", image_size, why="e.g. 84")
+    image_size = check_positive_int("image_size", image_size, why="e.g. 84")
     if n_per_class is not None:
-        check_positive_int("n_per_class", n_per_class, why="or None to keep all")
+        n_per_class = check_positive_int("n_per_class", n_per_class, why="or None to keep all")
     root = Path(root).expanduser().resolve()
     fmt = _detect_format(root, split, format)
 
@@ -258,7 +252,13 @@ def load_miniimagenet(
         del data  # the raw array is as large as the result: free it before writing the cache
         return {"images": images, "class_names": list(indices)}
 
-    saved = cached(path, build, enabled=cache)
+    saved = cached(
+        path,
+        build,
+        keys=("images", "class_names"),
+        check=lambda saved: dataset_problem(saved, channels=3, image_size=image_size),
+        enabled=cache,
+    )
     images, class_names = saved["images"], saved["class_names"]
 
     expected = MINIIMAGENET_SPLIT_SIZES[split]

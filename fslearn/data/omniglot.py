@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zipfile
-import zlib
+import re
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from ..common import atomic_path, cache_dir, cached
-from .archives import fetch, md5, open_source
-from .dataset import FewShotDataset
+from ..common import atomic_path, cache_dir, cached, check_positive_int
+from .archives import IMAGE_ERRORS, damaged, fetch, md5, open_source
+from .dataset import FewShotDataset, dataset_problem
 
 _BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 OMNIGLOT_MD5 = {
@@ -108,6 +107,22 @@ def read_ink(data: bytes, image_size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def read_ink_file(read, source: Path, name: str, image_size: int) -> np.ndarray:
+    """:func:`read_ink` of the file ``name`` of the zip or folder ``source`` (read by ``read``).
+
+    Raises:
+        ValueError: the file is damaged or not an image; the message names ``source`` and
+            ``name`` and says how to replace them.
+    """
+    data = read(name)
+    try:
+        return read_ink(data, image_size)
+    except IMAGE_ERRORS as error:
+        # Pillow's own message names an anonymous in-memory buffer, not the file.
+        reason = "unknown image format" if isinstance(error, UnidentifiedImageError) else error
+        raise damaged(source, name, f"is not a readable image ({reason})") from error
+
+
 def _index(names, source: Path) -> list[tuple[str, str, list[str]]]:
     """Group PNG paths into ``(alphabet, character, paths sorted by drawer)``, sorted."""
     characters: dict[tuple[str, str], list[tuple[int, str]]] = {}
@@ -159,12 +174,7 @@ def _decode(
             tqdm(index, desc="decoding", disable=not progress, leave=False)
         ):
             for j, name in enumerate(paths):
-                try:
-                    images[i, j, 0] = read_ink(read(name), image_size)
-                except (OSError, zipfile.BadZipFile, zlib.error) as error:
-                    raise ValueError(
-                        f"cannot read {name} in {source} ({error}); the file is damaged"
-                    ) from error
+                images[i, j, 0] = read_ink_file(read, source, name, image_size)
     return torch.from_numpy(images), [f"{a}/{c}" for a, c, _ in index], [a for a, _, _ in index]
 
 
@@ -172,6 +182,8 @@ def _fingerprint(folder: Path) -> str:
     # A folder has no md5: its file list, sizes and times stand in for its contents.
     listing = []
     for png in sorted(folder.rglob("*.png")):
+        if not png.is_file():  # a broken link or a folder: skipped, as the index skips it
+            continue
         info = png.stat()
         listing.append(f"{png.relative_to(folder).as_posix()} {info.st_size} {info.st_mtime_ns}")
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:32]
@@ -213,8 +225,10 @@ def load_omniglot(
 
     Raises:
         FileNotFoundError: the zip is missing and ``download`` is False.
-        ValueError: wrong md5, not a zip, or not Omniglot's layout.
+        ValueError: wrong md5, not a zip, not Omniglot's layout, or a damaged image or zip
+            member (named, with the archive).
     """
+    image_size = check_positive_int("image_size", image_size, why="e.g. 28 or 105")
     if path is None:
         name = name or "images_background"
         _check_name(name)
@@ -246,8 +260,13 @@ def load_omniglot(
         images, class_names, groups = _decode(source, image_size, progress)
         return {"images": images, "class_names": class_names, "groups": groups}
 
+    # A name of the user's choosing must not steer the cache file out of its folder.
+    slug = re.sub(r"[^\w.-]", "_", name)
     saved = cached(
-        cache_dir() / "omniglot" / f"{name}-{key}-{image_size}px-v{_CACHE_VERSION}.pt", build
+        cache_dir() / "omniglot" / f"{slug}-{key}-{image_size}px-v{_CACHE_VERSION}.pt",
+        build,
+        keys=("images", "class_names", "groups"),
+        check=lambda saved: dataset_problem(saved, channels=1, image_size=image_size),
     )
     dataset = FewShotDataset(
         saved["images"], saved["class_names"], saved["groups"], f"omniglot {name} {image_size}px"

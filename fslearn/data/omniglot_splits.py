@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..common import check_positive_int
 from .dataset import FewShotDataset, with_rotations
 
 # Characters (train, val, test) of each protocol, out of Omniglot's 1 623.
@@ -24,11 +25,17 @@ def _protocol_sizes(protocol: str, n: int, sizes) -> tuple[int, int, int]:
         # The paper's split fractions, exact for Omniglot's 1 623 characters.
         train, val, _ = (round(n * s / N_CHARACTERS) for s in PROTOCOL_SIZES[protocol])
         sizes = (train, val, n - train - val)
-    sizes = tuple(int(s) for s in sizes)
-    if len(sizes) != 3 or min(sizes) < 0 or sum(sizes) > n:
+    given = sizes
+    try:
+        # int() would round 10.7 down without a word: a count is an integer or an error.
+        sizes = tuple(check_positive_int("sizes", s, minimum=0) for s in given)
+    except (TypeError, ValueError):  # not a sequence, or not counts
+        sizes = None
+    if sizes is None or len(sizes) != 3 or sum(sizes) > n:
+        shown = given if sizes is None else sizes
         raise ValueError(
             f"sizes must be 3 counts (train, val, test) summing to at most {n} characters; got "
-            f"{sizes}"
+            f"{shown}"
         )
     needs_val = PROTOCOL_SIZES[protocol][1] > 0
     if sizes[0] < 1 or sizes[2] < 1 or (needs_val and sizes[1] < 1):
@@ -83,6 +90,9 @@ def omniglot_split(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
+    seed = check_positive_int("seed", seed, minimum=0, why="the seed of the shuffle")
+    if seed >= 2**64:
+        raise ValueError(f"seed must be below 2**64 (torch's generators hold 64 bits); got {seed}")
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {SPLIT_NAMES}; got {split!r}")
     if split == "val" and protocol != "maml":
