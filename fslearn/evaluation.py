@@ -103,7 +103,7 @@ def evaluate(
             "there are no episodes to evaluate on: pass an EpisodeSet with n_episodes ≥ 2"
         )
     if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
+        batch_size = check_positive_int("batch_size", batch_size)
         if not hasattr(episodes, "batch"):
             raise TypeError(
                 f"batch_size needs an EpisodeSet (with .batch); got {type(episodes).__name__}"

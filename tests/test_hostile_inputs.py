@@ -110,3 +110,22 @@ def test_a_sane_maml_run_stays_under_the_divergence_limit():
         hidden_channels=4, inner_lr=0.4, progress=False,
     )  # fmt: skip
     assert len(history.loss) == 5 and max(history.loss) < 10
+
+
+def test_numpy_integers_count_as_integers_and_are_stored_as_ints():
+    import numpy as np
+
+    sampler = fsl.EpisodeSampler(labelled_dataset(), np.int64(3), np.int32(1), np.int64(2))
+    assert (sampler.n_way, sampler.n_shot, sampler.n_query) == (3, 1, 2)
+    assert all(type(v) is int for v in (sampler.n_way, sampler.n_shot, sampler.n_query))
+    assert sampler.sample(np.int64(4)).support_x.shape == (4, 3, 1, 6, 6)
+    episodes = fsl.EpisodeSet(labelled_dataset(), np.int64(3), 1, 2, n_episodes=np.int64(5))
+    assert len(episodes) == 5
+    model = nn.Linear(2, 1)
+    history = fsl.train_steps(
+        model, lambda step: model(torch.ones(1, 2)).square().sum(), steps=np.int64(3),
+        episodes_per_step=np.int64(2), progress=False,
+    )  # fmt: skip
+    assert type(history.episodes_per_step) is int and history.episodes == 6
+    with pytest.raises(ValueError, match="n_way must be a positive integer; got 3.0"):
+        fsl.EpisodeSampler(labelled_dataset(), 3.0, 1, 2)

@@ -168,9 +168,9 @@ def maml_speed(
         raise ValueError(f"unknown MAML setting(s) {unknown}; choose from {list(MAML_SETTINGS)}")
     if iterations is None:
         iterations = 50 if device.type == "cuda" else 5
-    check_positive_int("iterations", iterations)
+    iterations = check_positive_int("iterations", iterations)
     if meta_batch is not None:
-        check_positive_int("meta_batch", meta_batch)
+        meta_batch = check_positive_int("meta_batch", meta_batch)
     implementations = [BASELINE] * baseline + [EAGER] + [COMPILED] * compile
     rows, bar = [], progress_bar(len(settings) * len(implementations), "MAML speed", progress)
     with tf32(device):

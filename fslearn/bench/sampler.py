@@ -37,8 +37,8 @@ def sampler_speed(
         ``episodes_per_s`` (fslearn) and ``speedup``.
     """
     device = default_device() if device is None else torch.device(device)
-    check_positive_int("n_tasks", n_tasks)
-    check_positive_int("repeats", repeats)
+    n_tasks = check_positive_int("n_tasks", n_tasks)
+    repeats = check_positive_int("repeats", repeats)
     dataset = load_embedded("background", progress=False)
     on_device = dataset.to(device)
     rows, bar = [], progress_bar(len(SHAPES), "sampler speed", progress)

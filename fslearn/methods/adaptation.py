@@ -72,7 +72,7 @@ class GradientLearner(nn.Module):
         if not inner_lr > 0:
             raise ValueError(f"inner_lr must be > 0; got {inner_lr}")
         if test_steps != 0:
-            check_positive_int("test_steps", test_steps)
+            test_steps = check_positive_int("test_steps", test_steps)
         if head_only:
             check_head_and_body(model)
         self.model = model
@@ -237,7 +237,7 @@ class GradientLearner(nn.Module):
             A list of ``steps + 1`` :class:`~fslearn.Accuracy`.
         """
         steps = self.test_steps if steps is None else steps
-        check_positive_int("batch_size", batch_size)
+        batch_size = check_positive_int("batch_size", batch_size)
         was_training = self.training
         self.eval()
         per_step = []

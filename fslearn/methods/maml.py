@@ -106,7 +106,7 @@ class MAML(GradientLearner):
         check_batch_norm(model, second_order=not first_order)
         super().__init__(model, inner_lr=inner_lr, test_steps=test_steps, head_only=anil)
         if inner_steps != 0:
-            check_positive_int("inner_steps", inner_steps)
+            inner_steps = check_positive_int("inner_steps", inner_steps)
         self.inner_steps = inner_steps
         self.first_order = first_order
 

@@ -70,7 +70,7 @@ class SiameseNet(nn.Module):
         super().__init__()
         if head not in ("koch", "contrastive"):
             raise ValueError(f"head must be 'koch' or 'contrastive'; got {head!r}")
-        check_positive_int("embedding_dim", embedding_dim)
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         self.backbone = backbone
         self.embedding_dim = embedding_dim
         self.head_type = head

@@ -22,7 +22,7 @@ class Classifier(nn.Module):
         self, backbone: nn.Module, image_shape, n_classes: int, *, seed: int | None = None
     ):
         super().__init__()
-        check_positive_int("n_classes", n_classes)
+        n_classes = check_positive_int("n_classes", n_classes)
         self.backbone = backbone
         with seeded(seed):
             self.head = nn.Linear(backbone.embedding_dim(image_shape), n_classes)

@@ -54,8 +54,8 @@ class Conv4(nn.Sequential):
         track_running_stats: bool = True,
         seed: int | None = None,
     ):
-        check_positive_int("in_channels", in_channels)
-        check_positive_int("hidden_channels", hidden_channels)
+        in_channels = check_positive_int("in_channels", in_channels)
+        hidden_channels = check_positive_int("hidden_channels", hidden_channels)
         with seeded(seed):
             blocks = [
                 conv_block(c_in, hidden_channels, track_running_stats=track_running_stats)

@@ -60,10 +60,14 @@ class Episode:
         )
 
 
-def check_episode_shape(dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int) -> None:
-    """Raise a ValueError naming the numbers when ``dataset`` cannot give such episodes."""
-    for name, value in (("n_way", n_way), ("n_shot", n_shot), ("n_query", n_query)):
-        check_positive_int(name, value)
+def check_episode_shape(
+    dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int
+) -> tuple[int, int, int]:
+    """``(n_way, n_shot, n_query)`` as ints, or a ValueError naming the numbers when ``dataset``
+    cannot give such episodes."""
+    n_way = check_positive_int("n_way", n_way)
+    n_shot = check_positive_int("n_shot", n_shot)
+    n_query = check_positive_int("n_query", n_query)
     if n_way > dataset.n_classes:
         raise ValueError(
             f"n_way={n_way} but {dataset.name} has only {dataset.n_classes} classes; "
@@ -75,6 +79,7 @@ def check_episode_shape(dataset: FewShotDataset, n_way: int, n_shot: int, n_quer
             f"{dataset.name} has only {dataset.n_per_class} per class; "
             f"use n_shot + n_query ≤ {dataset.n_per_class}"
         )
+    return n_way, n_shot, n_query
 
 
 def _rotate_per_class(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
@@ -154,7 +159,7 @@ class EpisodeSampler:
         seed: int = 0,
         rotate: bool = False,
     ):
-        check_episode_shape(dataset, n_way, n_shot, n_query)
+        n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
         height, width = dataset.image_shape[1:]
         if rotate and height != width:
             raise ValueError(f"rotate=True needs square images; got {height}×{width}")
@@ -173,7 +178,7 @@ class EpisodeSampler:
     def sample(self, n_tasks: int | None = None) -> Episode:
         """One episode, or ``n_tasks`` of them stacked on a leading dimension."""
         if n_tasks is not None:
-            check_positive_int("n_tasks", n_tasks, why="or None for one episode")
+            n_tasks = check_positive_int("n_tasks", n_tasks, why="or None for one episode")
         tasks = 1 if n_tasks is None else n_tasks
         device = self.dataset.device
         classes = random_subsets(
@@ -232,8 +237,8 @@ class EpisodeSet:
         *,
         seed: int = 0,
     ):
-        check_episode_shape(dataset, n_way, n_shot, n_query)
-        check_positive_int("n_episodes", n_episodes)
+        n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
+        n_episodes = check_positive_int("n_episodes", n_episodes)
         generator = torch.Generator().manual_seed(seed)
         self.dataset = dataset
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query

@@ -52,7 +52,9 @@ class PairSampler:
             1.0 where the two images show the same class (two different
             images of it) and 0.0 where they show two different classes.
         """
-        check_positive_int("n_pairs", n_pairs, minimum=2, why="half positive, half negative pairs")
+        n_pairs = check_positive_int(
+            "n_pairs", n_pairs, minimum=2, why="half positive, half negative pairs"
+        )
         if n_pairs % 2:
             raise ValueError(
                 f"n_pairs must be even (half positive, half negative pairs); got {n_pairs}"

@@ -24,10 +24,9 @@ class PKSampler:
     """
 
     def __init__(self, dataset: FewShotDataset, n_classes: int, n_per_class: int, *, seed: int = 0):
-        for name, value in (("n_classes", n_classes), ("n_per_class", n_per_class)):
-            check_positive_int(
-                name, value, minimum=2, why="a triplet needs a positive and a negative"
-            )
+        why = "a triplet needs a positive and a negative"
+        n_classes = check_positive_int("n_classes", n_classes, minimum=2, why=why)
+        n_per_class = check_positive_int("n_per_class", n_per_class, minimum=2, why=why)
         if n_classes > dataset.n_classes:
             raise ValueError(
                 f"n_classes={n_classes} but {dataset.name} has only {dataset.n_classes} classes; "

@@ -29,8 +29,8 @@ def iterations_per_epoch(n_samples: int, batch_size: int, drop_last: bool = Fals
     >>> iterations_per_epoch(1_000, 300), iterations_per_epoch(1_000, 300, drop_last=True)
     (4, 3)
     """
-    check_positive_int("n_samples", n_samples)
-    check_positive_int("batch_size", batch_size)
+    n_samples = check_positive_int("n_samples", n_samples)
+    batch_size = check_positive_int("batch_size", batch_size)
     if drop_last and batch_size > n_samples:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {n_samples} samples, so drop_last=True "
@@ -142,8 +142,8 @@ def fit(
     Raises:
         FloatingPointError: when the loss becomes NaN or infinite.
     """
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("accumulate", accumulate)
+    batch_size = check_positive_int("batch_size", batch_size)
+    accumulate = check_positive_int("accumulate", accumulate)
     if (epochs is None) == (iterations is None):
         raise ValueError(
             "give exactly one of epochs and iterations; "

@@ -121,18 +121,18 @@ def train_steps(
     Raises:
         FloatingPointError: the loss became NaN or infinite (or passed ``loss_limit``).
     """
-    check_positive_int("steps", steps)
-    check_positive_int("episodes_per_step", episodes_per_step)
-    check_positive_int("sync_every", sync_every)
+    steps = check_positive_int("steps", steps)
+    episodes_per_step = check_positive_int("episodes_per_step", episodes_per_step)
+    sync_every = check_positive_int("sync_every", sync_every)
     if (validate is None) != (eval_every is None):
         raise ValueError(
             "give validate and eval_every together; "
             f"got validate={validate!r}, eval_every={eval_every!r}"
         )
     if eval_every is not None:
-        check_positive_int("eval_every", eval_every)
+        eval_every = check_positive_int("eval_every", eval_every)
     if steps_per_epoch is not None:
-        check_positive_int("steps_per_epoch", steps_per_epoch)
+        steps_per_epoch = check_positive_int("steps_per_epoch", steps_per_epoch)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     history = StepHistory(episodes_per_step, steps_per_epoch)
     if checkpoint is not None:
