@@ -1,7 +1,12 @@
-"""Small made-up datasets whose right answers the tests know."""
+"""Small made-up datasets whose right answers the tests know, and the helpers that run the
+`fslearn` command on them."""
 
+import hashlib
 import io
+import os
 import random
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -100,3 +105,49 @@ def write_zip(path: Path, files: dict, top: str = "all_runs") -> Path:
         for name, content in files.items():
             archive.writestr(f"{top}/{name}", content if isinstance(content, str) else png(content))
     return path
+
+
+#: `fslearn train` options for runs of a few seconds on the embedded set.
+TINY = ["--recipe", "quick", "--hidden-channels", "4", "--test-episodes", "4", "--no-progress"]
+
+
+def fslearn(*args, cwd=None, check=True, prelude=None):
+    """Run `python -m fslearn ARGS` (with ``prelude``: that Python code first, then the command
+    line's ``main``); return the completed process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = (
+        ["-m", "fslearn"]
+        if prelude is None
+        else ["-c", f"{prelude}\nimport sys\nfrom fslearn.cli import main\nsys.exit(main())"]
+    )
+    result = subprocess.run(
+        [sys.executable, *start, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def fails(*args, match: str, code: int = 1, **kwargs):
+    """Run the command, which must fail with exit status ``code`` and one line on stderr that
+    holds ``match`` and no traceback."""
+    result = fslearn(*args, check=False, **kwargs)
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert match in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result
+
+
+def digests(folder: Path) -> dict:
+    """The sha256 of every file under ``folder``, hidden ones too, by relative path."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }

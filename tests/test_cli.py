@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import random
 import statistics
 import subprocess
@@ -14,33 +13,7 @@ import torch
 
 import fslearn as fsl
 
-from synthetic import make_runs, write_zip
-
-TINY = ["--recipe", "quick", "--hidden-channels", "4", "--test-episodes", "4", "--no-progress"]
-
-
-def fslearn(*args, cwd=None, check=True):
-    """Run `python -m fslearn ARGS`; return the completed process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "fslearn", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
-def fails(*args, match: str, code: int = 1, **kwargs):
-    result = fslearn(*args, check=False, **kwargs)
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert match in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    return result
+from synthetic import TINY, fails, fslearn, make_runs, write_zip
 
 
 @pytest.fixture(scope="module")

@@ -17,25 +17,35 @@ import sys
 from .arguments import parser
 from .support import UsageError
 
+#: What a command raises when the request or the files are wrong, not the code: the
+#: message says what and how to fix it. Anything else is a bug and keeps its traceback.
+EXPECTED = (UsageError, ValueError, OSError, FloatingPointError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (its lines joined by "; ")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
 
 def main(argv=None) -> int:
+    """Run the command ``argv`` (default: the process's arguments); return the exit status.
+
+    An expected failure (``EXPECTED``: a FloatingPointError is a diverged run) prints one
+    line, ``fslearn COMMAND: error: …``, and returns 1; Ctrl-C returns 130.
+    """
     argv = sys.argv[1:] if argv is None else list(map(str, argv))
     args = parser().parse_args(argv)
     args.argv = argv  # the command as typed, for the records that say how they were made
     try:
         return args.run(args)
-    except (
-        UsageError,
-        ValueError,
-        OSError,
-        FloatingPointError,
-    ) as error:  # OSError: files, downloads
-        print(f"fslearn {args.command}: error: {error}", file=sys.stderr)
+    except EXPECTED as error:
+        print(f"fslearn {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        resume = " (`fslearn train … --resume` continues from the last checkpoint)"
         print(
-            f"fslearn {args.command}: interrupted; `fslearn train … --resume` continues from the "
-            "last checkpoint",
+            f"fslearn {args.command}: interrupted{resume if args.command == 'train' else ''}",
             file=sys.stderr,
         )
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from .. import cli
 from ..data.catalog import DATASETS
@@ -12,10 +13,44 @@ from .tool_commands import bench, info
 from .train_command import train
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line that names the fix, not the whole usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _integer(minimum: int, kind: str, maximum: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {kind}; got {text!r}")
+        return value
+
+    parse.__name__ = kind  # argparse names the type in some of its messages
+    return parse
+
+
+_positive = _integer(1, "a positive integer")
+_natural = _integer(0, "an integer ≥ 0")
+# A task of one class has one answer: its accuracy is 100% whatever the learner does.
+_ways = _integer(2, "an integer ≥ 2 (a 1-way task has only one answer)")
+# The 95% confidence interval is 1.96 × the sample standard deviation, of two episodes or more.
+_episodes = _integer(2, "an integer ≥ 2 (a confidence interval needs two episodes)")
+# torch's generators take 64-bit seeds, and MAML's head is seeded with seed + 1.
+_seed = _integer(-(2**63), "an integer between -2**63 and 2**63 - 2", maximum=2**63 - 2)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number; got {text!r}")
     return value
 
 
@@ -32,7 +67,7 @@ def _test_options(parser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
+    main = _Parser(
         prog="fslearn",
         description=cli.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -43,7 +78,12 @@ def parser() -> argparse.ArgumentParser:
         "train",
         help="train a learner, checkpoint it, test it",
         description="Train METHOD, save config.json, metrics.jsonl, checkpoint.pt and "
-        "results.json in --out, then test on fixed, seeded episodes of the test split.",
+        "results.json in --out, then test on fixed, seeded episodes of the test split. Every "
+        "option, the run folder and the test episodes are checked before anything is written. "
+        "A new run needs an --out without any of those four files; --resume needs an fslearn "
+        "run there (a checkpoint.pt that fslearn train wrote, and a config.json, if any, of "
+        "the same method and dataset). While it runs, --out holds fslearn.lock, and a second "
+        "fslearn train into it is refused.",
     )
     p.add_argument("method", choices=list(METHODS), metavar="METHOD", help=", ".join(METHODS))
     p.add_argument(
@@ -60,16 +100,16 @@ def parser() -> argparse.ArgumentParser:
         "quick: Conv4-32, a few hundred steps",
     )
     for name, kind, text in [
-        ("n-way", _positive, "classes per training task"),
+        ("n-way", _ways, "classes per training task"),
         ("n-shot", _positive, "support images per class"),
         ("n-query", _positive, "query images per class"),
         ("steps", _positive, "training steps (episodic methods)"),
         ("epochs", _positive, "epochs (pretrain)"),
-        ("lr", float, "the optimizer's learning rate"),
+        ("lr", _rate, "the optimizer's learning rate"),
         ("hidden-channels", _positive, "Conv4 width"),
         ("meta-batch", _positive, "tasks per meta-iteration (MAML)"),
-        ("inner-lr", float, "inner step size α (MAML)"),
-        ("inner-steps", int, "inner steps in training (MAML)"),
+        ("inner-lr", _rate, "inner step size α (MAML)"),
+        ("inner-steps", _natural, "inner steps in training (MAML)"),
         ("test-steps", _positive, "inner steps at test time (MAML)"),
     ]:
         p.add_argument(f"--{name}", type=kind, help=f"{text} (default: the recipe's)")
@@ -80,23 +120,23 @@ def parser() -> argparse.ArgumentParser:
         help="torch.compile the meta-objective (MAML)",
     )
     p.add_argument(
-        "--test-n-way", type=_positive, help="test tasks' classes (default: 5; MAML: its --n-way)"
+        "--test-n-way", type=_ways, help="test tasks' classes (default: 5; MAML: its --n-way)"
     )
     p.add_argument("--test-n-shot", type=_positive, help="test tasks' shots (default: --n-shot)")
     p.add_argument(
         "--test-n-query", type=_positive, default=15, help="test queries per class (default 15)"
     )
     p.add_argument(
-        "--test-episodes", type=_positive, help="test episodes (default 1000; quick: 200)"
+        "--test-episodes", type=_episodes, help="test episodes (default 1000; quick: 200)"
     )
     p.add_argument(
         "--test-seed",
-        type=int,
+        type=_seed,
         default=0,
         help="seed of the test episodes (as fslearn eval's --seed)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the weights and of the training episodes"
+        "--seed", type=_seed, default=0, help="seed of the weights and of the training episodes"
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1, … (default: a GPU if there is one)")
     p.add_argument("--out", help="run folder (default runs/METHOD-DATASET)")
@@ -118,11 +158,11 @@ def parser() -> argparse.ArgumentParser:
         "eval", help="accuracy ± 95%% CI of a checkpoint on fixed test episodes"
     )
     p.add_argument("checkpoint", help="a checkpoint.pt written by fslearn train")
-    p.add_argument("--n-way", type=_positive, default=5)
+    p.add_argument("--n-way", type=_ways, default=5)
     p.add_argument("--n-shot", type=_positive, default=1)
     p.add_argument("--n-query", type=_positive, default=15)
-    p.add_argument("--episodes", type=_positive, default=1000)
-    p.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
+    p.add_argument("--episodes", type=_episodes, default=1000)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the test episodes")
     _test_options(p)
     p.set_defaults(run=evaluate_command)
 

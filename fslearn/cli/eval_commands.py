@@ -6,24 +6,21 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from ..common import default_device
+from ..data.dataset import FewShotDataset
 from ..data.lake_runs import evaluate_runs, load_runs
 from ..evaluation import evaluate
 from ..methods.adaptation import GradientLearner
 from ..sampling.episodes import EpisodeSet
 from ..training.checkpoint import read_checkpoint
 from ..training.specs import load_learner
-from .support import UsageError, dataset_for
+from .support import UsageError, dataset_for, parse_device
 
 
 def test_checkpoint(
     checkpoint: Path,
     *,
+    test: FewShotDataset,
     dataset: str,
-    root,
-    method: str | None,
     n_way: int,
     n_shot: int,
     n_query: int,
@@ -32,8 +29,8 @@ def test_checkpoint(
     device,
     progress: bool,
 ) -> dict:
-    """Accuracy ± 95% CI of a checkpoint's learner on fixed, seeded test episodes of ``dataset``."""
-    test = dataset_for(dataset, "test", method=method, root=root, device=device, progress=progress)
+    """Accuracy ± 95% CI of a checkpoint's learner on fixed, seeded episodes of ``test``, the
+    test split of ``dataset``."""
     learner = load_learner(checkpoint, n_way=n_way, image_shape=test.image_shape, device=device)
     episode_set = EpisodeSet(test, n_way, n_shot, n_query, episodes, seed=seed)
     start = time.perf_counter()
@@ -64,32 +61,56 @@ def describe(result: dict) -> str:
     )
 
 
+def _learner_checkpoint(path) -> dict:
+    """The checkpoint at ``path``, checked to hold a learner that can be rebuilt from its spec."""
+    if Path(path).is_dir():
+        raise UsageError(
+            f"{path} is a folder: pass the checkpoint in it, e.g. {path}/checkpoint.pt"
+        )
+    payload = read_checkpoint(path)
+    missing = [f for f in ("method", "image_shape", "hidden_channels") if f not in payload["spec"]]
+    if missing:
+        raise UsageError(
+            f"{path} holds no learner to evaluate: its spec lacks {missing} (a training loop "
+            "run without a recipe saves none); use a checkpoint of fslearn train or a recipe"
+        )
+    return payload
+
+
 def evaluate_command(args) -> int:
-    config = read_checkpoint(args.checkpoint)["config"]
+    device = parse_device(args.device)
+    config = _learner_checkpoint(args.checkpoint)["config"]
     dataset = args.dataset or config.get("dataset")
     if dataset is None:
         raise UsageError(f"{args.checkpoint} does not record its dataset: pass --dataset")
-    device = torch.device(args.device) if args.device else default_device()
+    progress = not args.json and not args.no_progress
+    test = dataset_for(
+        dataset,
+        "test",
+        method=config.get("method"),
+        root=args.data_root,
+        device=device,
+        progress=progress,
+    )
     result = test_checkpoint(
         Path(args.checkpoint),
+        test=test,
         dataset=dataset,
-        root=args.data_root,
-        method=config.get("method"),
         n_way=args.n_way,
         n_shot=args.n_shot,
         n_query=args.n_query,
         episodes=args.episodes,
         seed=args.seed,
         device=device,
-        progress=not args.json and not args.no_progress,
+        progress=progress,
     )
     print(json.dumps(result, indent=2) if args.json else describe(result))
     return 0
 
 
 def eval_runs(args) -> int:
-    spec = read_checkpoint(args.checkpoint)["spec"]
-    device = torch.device(args.device) if args.device else default_device()
+    device = parse_device(args.device)
+    spec = _learner_checkpoint(args.checkpoint)["spec"]
     runs = load_runs(args.runs, image_size=spec["image_shape"][-1], progress=False)
     learner = load_learner(
         args.checkpoint, n_way=20, image_shape=(1, *runs[0].support_x.shape[-2:]), device=device

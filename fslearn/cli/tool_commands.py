@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+from pathlib import Path
 
 import torch
 
 from ..common import cache_dir, default_device
+from .support import UsageError, parse_device
+
+
+def _check_bench(args, settings) -> None:
+    """Refuse, before any timing, options that would be ignored and a results file that is not
+    one."""
+    from ..bench import MAML_SETTINGS
+
+    unknown = [s for s in settings if s not in MAML_SETTINGS]
+    if unknown:
+        raise UsageError(f"unknown --settings {unknown}; choose from {list(MAML_SETTINGS)}")
+    if args.what == "sampler":
+        given = [f"--{name}" for name in ("settings", "iterations", "out") if getattr(args, name)]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} apply to the MAML rows, which --what sampler does not time: "
+                "leave them out, or use --what maml"
+            )
+    if args.out is None:
+        return
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a folder: pass the results file to write, e.g. {out}/maml.json"
+        )
+    if os.path.lexists(out):
+        try:
+            record = json.loads(out.read_text())
+        except (OSError, ValueError):
+            record = None
+        if not (isinstance(record, dict) and {"command", "rows"} <= set(record)):
+            raise UsageError(
+                f"--out {out} exists and is not a results file of fslearn bench, which it would "
+                "replace: choose another --out"
+            )
 
 
 def bench(args) -> int:
     from .. import bench
 
-    device = torch.device(args.device) if args.device else default_device()
+    device = parse_device(args.device)
+    settings = args.settings or tuple(bench.MAML_SETTINGS)
+    _check_bench(args, settings)
     if args.what in ("all", "sampler"):
         rows = bench.sampler_speed(device, n_tasks=args.meta_batch or 32)
         print(bench.format_table(rows, bench.SAMPLER_COLUMNS))
     if args.what in ("all", "maml"):
         rows = bench.maml_speed(
             device,
-            settings=args.settings or tuple(bench.MAML_SETTINGS),
+            settings=settings,
             iterations=args.iterations,
             meta_batch=args.meta_batch,
             compile=not args.no_compile,

@@ -26,10 +26,18 @@ from ..common import atomic_path, check_positive_int
 #: The ``format`` field of every checkpoint this version writes.
 FORMAT = "fslearn-checkpoint/1"
 
+#: The fields of every checkpoint, each a dict but ``format``.
+FIELDS = ("format", "spec", "config", "state", "history", "rng", "versions")
+
 #: Config fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset(
     {"steps", "epochs", "device", "progress", "resume", "out", "checkpoint_every"}
 )
+
+#: The budgets a config may hold, by the saved history's counter of the work each one bounds.
+BUDGETS = {"steps": "steps", "epochs": "epochs_completed"}
+#: What torch.save's RuntimeError says when the file could not be written.
+WRITER = ("PytorchStreamWriter", "inline_container")
 
 
 def _state_of(obj):
@@ -63,7 +71,8 @@ def read_checkpoint(path) -> dict:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is truncated, corrupt, or not an fslearn checkpoint.
+        ValueError: the file is truncated, corrupt, or not an fslearn checkpoint (not a
+            dict, another format, or without some of ``FIELDS``: the message names them).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -79,12 +88,20 @@ def read_checkpoint(path) -> dict:
             "truncated or corrupt; fslearn replaces checkpoints atomically, so a file it wrote is "
             "whole — check that this is the file you meant"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(
-            f"{path} is not an fslearn checkpoint (format {found!r}, expected {FORMAT!r})"
-        )
-    return payload
+    if isinstance(payload, dict) and payload.get("format", FORMAT) != FORMAT:
+        problem = f"its format is {payload['format']!r}, not {FORMAT!r}"
+    elif isinstance(payload, dict):
+        missing = [f for f in FIELDS if f not in payload]
+        wrong = [f for f in FIELDS[1:] if f in payload and not isinstance(payload[f], dict)]
+        if not missing and not wrong:
+            return payload
+        problem = f"it lacks the fields {missing}" if missing else f"its {wrong} are not dicts"
+    else:
+        problem = f"it holds a {type(payload).__name__}, not a dict"
+    raise ValueError(
+        f"{path} is not an fslearn checkpoint: {problem} (an fslearn checkpoint is a dict of "
+        f"{', '.join(FIELDS)}); use a checkpoint that fslearn wrote"
+    )
 
 
 class Checkpoint:
@@ -105,8 +122,8 @@ class Checkpoint:
             same, apart from those a resume may change (``RESUMABLE_CHANGES``:
             ``steps``, ``epochs``, ``device``, ``progress``, ``checkpoint_every``,
             ``out``), e.g. a longer ``steps``.
-        log: a JSON-lines file rewritten at every save with one record per step
-            (``step``, ``loss``, ``time`` and the step's metrics) and one per
+        log: a JSON-lines file rewritten at every save and on restore with one record
+            per step (``step``, ``loss``, ``time`` and the step's metrics) and one per
             validation (``"validation": true``).
     """
 
@@ -149,16 +166,17 @@ class Checkpoint:
             self.spec = dict(spec)
         self.objects.update({name: obj for name, obj in objects.items() if obj is not None})
 
-    def check_resumable(self) -> dict:
+    def check_resumable(self, *, count: str | None = None, budget: int | None = None) -> dict:
         """Read the saved run and raise unless this run may continue it; return what was read.
 
         Compares the saved spec with this run's (once tracked) and the saved config with
         every field this run's config has, except those a resume may change
-        (``RESUMABLE_CHANGES``). The command line calls it before it writes anything;
-        :meth:`restore` calls it again once the recipe has tracked everything.
+        (``RESUMABLE_CHANGES``); no budget may be behind the work saved: the config's
+        (``BUDGETS``), nor ``budget`` of the history's counter ``count``. The command line
+        calls it before it writes anything; :meth:`restore` again once all is tracked.
 
         Raises:
-            ValueError: naming the first field that differs, with both values.
+            ValueError: naming the first field that differs (both values), or the budget.
         """
         payload = read_checkpoint(self.path)
         saved_config = {key: payload["config"].get(key) for key in self.config}
@@ -172,14 +190,24 @@ class Checkpoint:
                 f"has {field}={current!r}. Resume with the same settings (config.json beside a run "
                 "of the command line lists them), or start a new run elsewhere"
             )
+        budgets = [(name, counter, self.config.get(name)) for name, counter in BUDGETS.items()]
+        for name, counter, total in [*budgets, (count, count, budget)]:
+            done = payload["history"].get(counter)
+            if isinstance(total, int) and isinstance(done, int) and done > total:
+                flag = f" (--{name} {done} or more)" if name in BUDGETS else ""
+                raise ValueError(
+                    f"cannot resume from {self.path}: it is at {name}={done}, past this run's "
+                    f"{name}={total}; ask for {name} ≥ {done}{flag} to continue it"
+                )
         return payload
 
     def restore(self, history, *, count: str = "steps", budget: int | None = None) -> None:
         """With ``resume``, load the saved state into the tracked objects and
         ``history`` (in place).
 
-        Also restores torch's generator state, so random ops inside the model
-        continue the same stream. Call inside the loop's ``fork_rng``.
+        Also restores torch's generator state, so random ops inside the model continue the
+        same stream, and writes the log again from the saved history: it agrees with the
+        checkpoint even after a kill between writing the two. Call inside ``fork_rng``.
 
         Args:
             history: the loop's fresh history, overwritten with the saved one.
@@ -192,7 +220,7 @@ class Checkpoint:
         """
         if not self.resume:
             return
-        payload = self.check_resumable()
+        payload = self.check_resumable(count=count, budget=budget)
         if type(history).__name__ != payload["history"]["type"]:
             raise ValueError(
                 f"{self.path} holds a {payload['history']['type']}, not a {type(history).__name__}"
@@ -209,15 +237,12 @@ class Checkpoint:
         torch.set_rng_state(payload["rng"]["cpu"])
         if payload["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(payload["rng"]["cuda"])
-        done = getattr(history, count)
-        if budget is not None and done > budget:
-            raise ValueError(
-                f"{self.path} is at {count}={done}, past this run's {count}={budget}; "
-                f"ask for a budget of at least {done} {count} to continue it"
-            )
+        if self.log is not None:  # a run killed after a save but before its log agrees again
+            self._write_log(history)
 
     def save(self, history) -> None:
-        """Write the tracked state, ``history`` and the generators' state, atomically."""
+        """Write the tracked state, ``history`` and the generators' state, atomically, then
+        the log; an OSError (a full disk, …) names the file and says what survived."""
         from .. import __version__
 
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
@@ -234,23 +259,48 @@ class Checkpoint:
             },
             "versions": {"fslearn": __version__, "torch": str(torch.__version__)},
         }
-        with atomic_path(self.path) as tmp:
-            torch.save(payload, tmp)
+        try:
+            with atomic_path(self.path) as tmp:
+                torch.save(payload, tmp)
+        except (OSError, RuntimeError) as error:
+            # torch's C++ writer reports a failed write (a full disk, …) as a RuntimeError
+            if isinstance(error, RuntimeError) and not any(m in str(error) for m in WRITER):
+                raise
+            kept = (
+                "the previous checkpoint there is intact"
+                if self.path.exists()
+                else "no checkpoint was saved yet"
+            )
+            raise OSError(
+                f"could not save the checkpoint {self.path} ({_reason(error)}); {kept}. Free disk "
+                "space and run again (--resume continues from a checkpoint), or use another --out"
+            ) from error
         if self.log is not None:
+            self._write_log(history)
+
+    def _write_log(self, history) -> None:
+        try:
             write_log(self.log, history)
+        except OSError as error:
+            raise OSError(
+                f"could not write the log {self.log} ({_reason(error)}); the checkpoint is saved, "
+                "and resuming it (--resume) writes the log again once there is disk space"
+            ) from error
+
+
+def _reason(error: Exception) -> str:
+    """An error's first line, without the C++ source location torch puts before it."""
+    line = getattr(error, "strerror", None) or (str(error).splitlines() or [repr(error)])[0]
+    return line.split("] . ", 1)[-1] if line.startswith("[enforce fail") else line
 
 
 def history_records(history) -> list[dict]:
     """One JSON-able dict per step of a :class:`~fslearn.StepHistory` (per iteration of a
     :class:`~fslearn.History`), then one per validation or completed epoch."""
     if hasattr(history, "steps"):
+        metrics = history.metrics.items()
         rows = [
-            {
-                "step": i + 1,
-                "loss": loss,
-                "time": t,
-                **{k: v[i] for k, v in history.metrics.items()},
-            }
+            {"step": i + 1, "loss": loss, "time": t, **{k: v[i] for k, v in metrics}}
             for i, (loss, t) in enumerate(zip(history.loss, history.time, strict=True))
         ]
         return rows + [{"validation": True, **record} for record in history.validation]
