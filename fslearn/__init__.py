@@ -21,7 +21,13 @@ from .data.lake_runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .data.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .data.omniglot import download_omniglot, load_omniglot
 from .data.omniglot_splits import omniglot_split
-from .evaluation import Accuracy, confidence_interval, evaluate, evaluate_classifier
+from .evaluation import (
+    Accuracy,
+    confidence_interval,
+    evaluate,
+    evaluate_classifier,
+    separation,
+)
 from .methods.adaptation import GradientLearner
 from .methods.finetune import FineTune
 from .methods.maml import MAML, check_batch_norm, maml_classifier
@@ -33,7 +39,15 @@ from .methods.triplet import mine_triplets, triplet_batch_loss, triplet_loss
 from .models.classifier import Classifier
 from .models.conv4 import Conv4, conv_block
 from .models.task_batch_norm import TaskBatchNorm2d
-from .plot import image_grid, plot_embeddings, plot_epochs, plot_history, project_2d, show_images
+from .plot import (
+    glue,
+    image_grid,
+    plot_embeddings,
+    plot_epochs,
+    plot_history,
+    project_2d,
+    show_images,
+)
 from .sampling.episodes import Episode, EpisodeSampler, EpisodeSet
 from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler
@@ -89,6 +103,7 @@ __all__ = [
     "evaluate_runs",
     "extract_zip",
     "fit",
+    "glue",
     "image_grid",
     "iterations_per_epoch",
     "load_dataset",
@@ -106,6 +121,7 @@ __all__ = [
     "plot_epochs",
     "plot_history",
     "project_2d",
+    "separation",
     "read_checkpoint",
     "seeded",
     "show_images",

@@ -1,4 +1,5 @@
-"""Plots of training histories and image grids (matplotlib is imported on first use)."""
+"""Plots of training histories and image grids (matplotlib is imported on first use), and the
+numbers the book's prose quotes."""
 
 from __future__ import annotations
 
@@ -182,3 +183,22 @@ def plot_embeddings(
     if title:
         ax.set_title(title)
     return ax, scatter
+
+
+def glue(name: str, value):
+    """Record ``value`` under ``name`` for the book's prose, and return it unchanged.
+
+    In a notebook that Jupyter Book executes, the text writes ``{glue:text}`name:.1f```` and
+    myst-nb inserts the number this cell computed, so prose cannot drift from its output. A
+    one-element tensor or a numpy scalar is stored as a Python number, so format specs apply.
+    Elsewhere (a script, or a notebook without myst-nb, such as Colab) nothing is recorded.
+    """
+    stored = value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
+    try:
+        from IPython import get_ipython
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    if get_ipython() is not None:
+        myst_glue(name, stored, display=False)
+    return value

@@ -44,3 +44,19 @@ def test_every_chapter_is_in_the_table_of_contents():
     toc = (ROOT / "_toc.yml").read_text()
     files = {entry["file"] for part in yaml.safe_load(toc)["parts"] for entry in part["chapters"]}
     assert {f"chapters/{md.stem}" for md in CHAPTERS} <= files
+
+
+#: The characters of code the book's column shows at 1280 px without scrolling.
+COLUMN = 78
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.name)
+def test_code_fits_the_column(md):
+    wide = [
+        f"{md.name}, cell {i}: {line!r} ({len(line)} characters)"
+        for i, cell in enumerate(jupytext.read(md).cells)
+        if cell.cell_type == "code"
+        for line in cell.source.splitlines()
+        if len(line) > COLUMN
+    ]
+    assert not wide, f"{len(wide)} code lines wider than the column:\n" + "\n".join(wide[:10])
