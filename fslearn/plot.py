@@ -188,8 +188,9 @@ def plot_embeddings(
 def glue(name: str, value):
     """Record ``value`` under ``name`` for the book's prose, and return it unchanged.
 
-    In a notebook that Jupyter Book executes, the text writes ``{glue:text}`name:.1f```` and
-    myst-nb inserts the number this cell computed, so prose cannot drift from its output. A
+    In a notebook that Jupyter Book executes, the prose names it in myst-nb's ``glue:text``
+    role, with a format spec such as ``.1f``, and the build inserts the number this cell
+    computed, so prose cannot drift from its output. A
     one-element tensor or a numpy scalar is stored as a Python number, so format specs apply.
     Elsewhere (a script, or a notebook without myst-nb, such as Colab) nothing is recorded.
     """
