@@ -36,7 +36,7 @@ def _chapters() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     if not (HTML / "index.html").exists():
         _unavailable(f"no built book at {HTML}: run `make book`")
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,18 +57,62 @@ def page():
                 "--disable-sync",
             ],
         )
-        # The book must read offline: anything that is not a local file is refused.
-        context = browser.new_context(viewport={"width": 1280, "height": 2000})
-        context.route(re.compile(r"^(?!file:).*"), lambda route: route.abort())
-        yield context.new_page()
+        yield browser
         browser.close()
+
+
+def _page(browser, width: int):
+    """A page of the given width whose requests for anything but a local file are refused and
+    recorded in ``page.offsite``: the book must read offline."""
+    context = browser.new_context(viewport={"width": width, "height": 2000})
+    page = context.new_page()
+    page.offsite = []
+
+    def refuse(route):
+        page.offsite.append(route.request.url)
+        route.abort()
+
+    context.route(re.compile(r"^(?!file:).*"), refuse)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return _page(browser, 1280)
+
+
+@pytest.fixture(scope="module")
+def phone(browser):
+    return _page(browser, 400)
 
 
 def _open(page, relative: str):
     path = HTML / relative
     assert path.exists(), f"{relative} was not built"
+    page.offsite.clear()
     page.goto(path.as_uri(), wait_until="load")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
     return page
+
+
+def _open_toggles(page):
+    """Open every toggle (hidden solutions, dropdowns), so that what they hold is measured."""
+    page.evaluate("() => document.querySelectorAll('main details').forEach(d => d.open = true)")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+
+
+# What a reader reads in a chapter or a reference page, box by box.
+BOXES = "div.cell_input pre, div.cell_output pre, div.cell_output table, main table, dl.glossary"
+
+# Each box wider than it shows, with whether it scrolls (CSS overflow-x of the box or of the
+# box around it).
+WIDE_BOXES = f"""() => Array.from(document.querySelectorAll('{BOXES}'))
+  .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
+  .map(el => {{
+    const scrolls = e => e && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+    return {{text: el.innerText.slice(0, 60), scroll: el.scrollWidth, client: el.clientWidth,
+             scrolls: scrolls(el) || scrolls(el.parentElement)}};
+  }})"""
 
 
 @pytest.mark.parametrize("chapter", _chapters())
@@ -85,7 +129,6 @@ def test_chapter_renders_with_figures_and_no_errors(page, chapter):
     assert page.locator(".output.error, .output.traceback").count() == 0
     images = page.locator("div.cell_output img")
     assert images.count() > 0, "the chapter shows figures"
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
     if page.locator("span.math, div.math").count():
         page.wait_for_selector("mjx-container", timeout=15_000)  # MathJax ships with the book
         assert "\\(" not in main.inner_text(), "a formula was left as raw LaTeX"
@@ -113,6 +156,7 @@ def test_colab_button_opens_the_committed_notebook(page, chapter):
     [
         ("book/intro.html", "Few-shot learning that runs"),
         ("book/glossary.html", "支持集"),
+        ("book/notation.html", "n_way"),
         ("book/api.html", "fslearn.fit"),
         ("book/bibliography.html", "Jake Snell, Kevin Swersky, and Richard Zemel"),
     ],
@@ -120,3 +164,60 @@ def test_colab_button_opens_the_committed_notebook(page, chapter):
 def test_reference_pages_render(page, page_name, expected):
     _open(page, page_name)
     assert expected in page.locator("main").inner_text()
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_chapter_fits_the_column(page, chapter):
+    _open(page, f"{chapter}.html")
+    _open_toggles(page)
+    wide = page.evaluate(WIDE_BOXES)
+    assert not wide, f"code, outputs or tables wider than the column at 1280 px: {wide}"
+    # A figure drawn wider than the column is shrunk, and its lettering with it.
+    shown = page.locator("div.cell_output img").evaluate_all(
+        "els => els.map(e => [e.src.split('/').pop(), e.getBoundingClientRect().width,"
+        " e.naturalWidth])"
+    )
+    shrunk = [(src, round(w), n) for src, w, n in shown if w < 0.7 * n]
+    assert not shrunk, f"figures shown below 70% of their natural width (shown, natural): {shrunk}"
+    assert page.offsite == [], f"the page asked for files off the book: {page.offsite}"
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_chapter_ends_with_a_summary_exercises_and_executed_solutions(page, chapter):
+    _open(page, f"{chapter}.html")
+    headings = [h.strip() for h in page.locator("main h2").all_inner_texts()]
+    assert any(h.endswith("Summary") for h in headings), headings
+    assert any(h.endswith("Exercises") for h in headings), headings
+    solutions = page.locator("div.cell.tag_solution")
+    assert solutions.count() > 0, "the exercises have executed solutions"
+    for i in range(solutions.count()):
+        assert solutions.nth(i).locator("div.cell_output").count(), f"solution {i} has no output"
+        toggle = solutions.nth(i).locator("details")
+        assert toggle.count() and not toggle.first.evaluate("d => d.open"), "solutions are hidden"
+
+
+@pytest.mark.parametrize(
+    "name", [f"{c}.html" for c in _chapters()] + ["book/glossary.html", "book/notation.html"]
+)
+def test_a_phone_scrolls_wide_content_inside_its_box(phone, name):
+    _open(phone, name)
+    _open_toggles(phone)
+    page_width = phone.evaluate("() => document.documentElement.scrollWidth")
+    assert page_width <= 401, f"the page itself is {page_width} px wide on a 400 px screen"
+    clipped = [box for box in phone.evaluate(WIDE_BOXES) if not box["scrolls"]]
+    assert not clipped, f"content clipped at 400 px instead of scrolling: {clipped}"
+    assert phone.offsite == [], phone.offsite
+
+
+def test_chapters_are_numbered(page):
+    _open(page, "book/intro.html")
+    entries = page.locator("nav.bd-links a").all_inner_texts()
+    numbered = [e for e in entries if re.match(r"\d+\. ", e.strip())]
+    assert len(numbered) == len(_chapters()), entries
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_chapter_links_its_terms_to_the_glossary(page, chapter):
+    _open(page, f"{chapter}.html")
+    links = page.locator("main a[href*='glossary.html#term-']")
+    assert links.count() >= 3, "the chapter links the terms it introduces to the glossary"
