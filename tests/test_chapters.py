@@ -1,5 +1,6 @@
 """Every chapter is a Jupytext pair: the .md people edit and the .ipynb Colab opens."""
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -60,3 +61,22 @@ def test_code_fits_the_column(md):
         if len(line) > COLUMN
     ]
     assert not wide, f"{len(wide)} code lines wider than the column:\n" + "\n".join(wide[:10])
+
+
+STATIC_SOLUTION = re.compile(r"\{admonition\} Solution.*?```(python|\{code-block\} python)", re.S)
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.name)
+def test_solutions_are_executed_hidden_cells(md):
+    cells = jupytext.read(md).cells
+    solutions = [c for c in cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions, f"{md.name} has no executed solution cells (tags: hide-cell, solution)"
+    for cell in solutions:
+        assert cell.cell_type == "code" and "hide-cell" in cell.metadata["tags"], cell.source
+    # A solution written as a static code block in the prose is never run, nor are its numbers.
+    static = [
+        c.source[:60]
+        for c in cells
+        if c.cell_type == "markdown" and STATIC_SOLUTION.search(c.source)
+    ]
+    assert not static, f"{md.name}: solutions still shown as static code: {static}"
