@@ -13,8 +13,8 @@ or shared machine, where absolute times do not. Two benchmarks:
 ``benchmarks/bench_sampler.py``, ``benchmarks/bench_maml.py`` and ``fslearn bench``
 print their rows with :func:`format_table`; :func:`write_results` writes a results
 file and :func:`recorded_maml_speed` reads the measurement that ships with fslearn;
-:func:`speed_table` and :func:`provenance_table` show a record as tables for a reader, and
-:func:`reference_maml_speed` with :func:`reference_table` the speeds of other libraries
+``speed_table()`` and ``provenance_table()`` show a record as tables for a reader, and
+``reference_maml_speed()`` with ``reference_table()`` the speeds of other libraries
 measured with their own code; :func:`recorded_gpu_validation` reads the record of
 ``make gpu-check`` (``None`` until a GPU run has written one) and :func:`format_validation`
 prints it.

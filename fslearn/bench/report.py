@@ -98,7 +98,7 @@ def recorded_maml_speed() -> dict:
     """The MAML speed measurement shipped with fslearn, as :func:`results_record` wrote it.
 
     It lives in ``fslearn/results/maml_speed.json``; chapters 7 and 8 print it
-    (:func:`speed_table` and :func:`provenance_table` show it as tables). Replace it with
+    (``speed_table()`` and ``provenance_table()`` show it as tables). Replace it with
     a measurement of your own GPU by
     ``python benchmarks/bench_maml.py --device cuda --out fslearn/results/maml_speed.json``.
     """
