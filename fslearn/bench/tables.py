@@ -103,7 +103,7 @@ def provenance_table(record: dict):
         del fields["source"]
     return pd.DataFrame(
         {"recorded": [NOT_RECORDED if value is None else value for value in fields.values()]},
-        index=pd.Index(list(fields), name=""),
+        index=pd.Index(list(fields)),
     )
 
 
