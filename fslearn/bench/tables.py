@@ -59,8 +59,8 @@ def speed_table(rows: list[dict]):
     )  # fmt: skip
     table = pd.DataFrame(
         {
-            "it / s": [round(row["meta_iterations_per_s"], 2) for row in rows],
-            "ms / it": [round(row["ms_per_iteration"], 1) for row in rows],
+            "it/s": [round(row["meta_iterations_per_s"], 2) for row in rows],
+            "ms/it": [round(row["ms_per_iteration"], 1) for row in rows],
             "first it (s)": [round(row["first_iteration_s"], 1) for row in rows],
             "peak (MB)": [row["peak_memory_mb"] for row in rows],
             "speed (loop = 1)": [round(row["speedup"], 2) for row in rows],
