@@ -8,12 +8,13 @@ import types
 import pytest
 import torch
 
+import fslearn
 import fslearn.bench.maml as maml_bench
 import fslearn.bench.sampler as sampler_bench
 from fslearn import bench as speed
 from fslearn.bench import timing
 
-RECORD_KEYS = {"command", "date", "device", "torch", "notes", "rows"}
+RECORD_KEYS = {"command", "date", "device", "torch", "fslearn", "notes", "rows"}
 ROW_TYPES = {
     "setting": str,
     "implementation": str,
@@ -106,7 +107,7 @@ def test_results_record_is_the_file_schema(tiny_rows):
     assert record["rows"] == tiny_rows and record["date"] == datetime.date.today().isoformat()
     assert record["command"] == "python benchmarks/bench_maml.py" and record["notes"] == "test"
     assert record["device"] == f"CPU, {torch.get_num_threads()} threads"
-    assert record["torch"] == torch.__version__
+    assert record["torch"] == torch.__version__ and record["fslearn"] == fslearn.__version__
     assert json.loads(json.dumps(record)) == record
 
 
@@ -210,3 +211,45 @@ def test_command_line_leaves_out_the_notes_and_quotes_the_rest():
         "3",
     ]
     assert speed.command_line(argv) == "fslearn bench --out 'my file.json' --iterations 3"
+
+
+def test_speed_table_shows_the_rows_with_short_names(tiny_rows):
+    table = speed.speed_table(tiny_rows)
+    assert list(table.index) == [
+        ("Omniglot, 1 step", "per-task loop"),
+        ("Omniglot, 1 step", "vmap"),
+    ]
+    # No peak memory on a CPU: the column is left out rather than shown empty.
+    assert list(table.columns) == ["it/s", "ms/it", "first it (s)", "speed (loop = 1)"]
+    assert table["ms/it"].tolist() == [800.0, 400.0]
+    assert table["speed (loop = 1)"].tolist() == [1.0, 2.0]
+    with_memory = [{**row, "peak_memory_mb": 12.5} for row in tiny_rows]
+    assert speed.speed_table(with_memory)["peak (MB)"].tolist() == [12.5, 12.5]
+
+
+def test_provenance_table_says_what_a_record_does_not(tiny_rows):
+    record = speed.results_record(tiny_rows, command="python x.py", device="cpu", notes="")
+    table = speed.provenance_table(record)["recorded"]
+    assert list(table.index) == ["measured", "device", "date", "command", "torch", "fslearn"]
+    assert table["measured"] == (
+        "second-order MAML, 5-way 1-shot, 15 queries per class: "
+        "Omniglot Conv4-64 28px, meta-batch 1"
+    )
+    assert table["command"] == "python x.py" and table["fslearn"] == fslearn.__version__
+    reference = speed.provenance_table(speed.reference_maml_speed())["recorded"]
+    assert reference["command"] == "not recorded" and "design notes" in reference["source"]
+
+
+def test_reference_record_has_a_source_and_one_rate_per_row():
+    record = speed.reference_maml_speed()
+    assert {"source", "setting", "device", "date", "command", "fslearn", "rows"} <= set(record)
+    assert record["source"] and record["device"] and record["command"] is None
+    for row in record["rows"]:
+        assert set(row) == {"implementation", "order", "inner_steps", "meta_iterations_per_s"}
+        assert row["order"] in ("first", "second") and row["meta_iterations_per_s"] > 0
+    table = speed.reference_table(record)
+    assert list(table.columns) == ["order", "1 step (it / s)", "5 steps (it / s)"]
+    assert len(table) == len({(r["implementation"], r["order"]) for r in record["rows"]})
+    learn2learn = table.loc["learn2learn (per-task loop)"].set_index("order")
+    assert learn2learn.loc["second", "1 step (it / s)"] == 1.6
+    assert learn2learn.loc["first", "5 steps (it / s)"] == "—"  # not measured

@@ -13,8 +13,11 @@ or shared machine, where absolute times do not. Two benchmarks:
 ``benchmarks/bench_sampler.py``, ``benchmarks/bench_maml.py`` and ``fslearn bench``
 print their rows with :func:`format_table`; :func:`write_results` writes a results
 file and :func:`recorded_maml_speed` reads the measurement that ships with fslearn;
-:func:`recorded_gpu_validation` reads the record of ``make gpu-check`` (``None`` until a GPU
-run has written one) and :func:`format_validation` prints it.
+``speed_table()`` and ``provenance_table()`` show a record as tables for a reader, and
+``reference_maml_speed()`` with ``reference_table()`` the speeds of other libraries
+measured with their own code; :func:`recorded_gpu_validation` reads the record of
+``make gpu-check`` (``None`` until a GPU run has written one) and :func:`format_validation`
+prints it.
 None of this is part of ``fslearn.__all__``: ``from fslearn import bench``.
 """
 
@@ -22,6 +25,7 @@ from .baselines import dataloader_episodes, per_task_meta_loss
 from .maml import BASELINE, COMPILED, EAGER, MAML_COLUMNS, MAML_SETTINGS, maml_speed
 from .report import command_line, format_table, recorded_maml_speed, results_record, write_results
 from .sampler import SAMPLER_COLUMNS, sampler_speed
+from .tables import provenance_table, reference_maml_speed, reference_table, speed_table
 from .timing import device_name
 from .validation import format_validation, recorded_gpu_validation, write_validation
 
@@ -39,10 +43,14 @@ __all__ = [
     "format_validation",
     "maml_speed",
     "per_task_meta_loss",
+    "provenance_table",
     "recorded_gpu_validation",
     "recorded_maml_speed",
+    "reference_maml_speed",
+    "reference_table",
     "results_record",
     "sampler_speed",
+    "speed_table",
     "write_results",
     "write_validation",
 ]

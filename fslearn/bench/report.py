@@ -68,13 +68,16 @@ def command_line(argv: list[str]) -> str:
 
 
 def results_record(rows: list[dict], *, command: str, device, notes: str) -> dict:
-    """The results file's content: the rows with the command, date, device and torch version
-    behind them."""
+    """The results file's content: the rows with the command, date, device, torch and fslearn
+    versions behind them."""
+    from .. import __version__  # here, not at import: fslearn/__init__ may still be running
+
     return {
         "command": command,
         "date": datetime.date.today().isoformat(),
         "device": device_name(device),
         "torch": torch.__version__,
+        "fslearn": __version__,
         "notes": notes,
         "rows": rows,
     }
@@ -94,7 +97,8 @@ def write_results(path, rows: list[dict], *, argv: list[str], device, notes: str
 def recorded_maml_speed() -> dict:
     """The MAML speed measurement shipped with fslearn, as :func:`results_record` wrote it.
 
-    It lives in ``fslearn/results/maml_speed.json``; chapters 7 and 8 print it. Replace it with
+    It lives in ``fslearn/results/maml_speed.json``; chapters 7 and 8 print it
+    (``speed_table()`` and ``provenance_table()`` show it as tables). Replace it with
     a measurement of your own GPU by
     ``python benchmarks/bench_maml.py --device cuda --out fslearn/results/maml_speed.json``.
     """
