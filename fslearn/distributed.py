@@ -233,8 +233,16 @@ def world_from_env(device_type: str = "cpu", timeout: float = DEFAULT_TIMEOUT) -
     if not 0 <= world.rank < world.size:
         raise ValueError(f"RANK={world.rank} is outside 0 … WORLD_SIZE-1 = {world.size - 1}")
     if world.size > 1 and not dist.is_initialized():
+        wait = timedelta(seconds=timeout)
+        store, _, _ = next(dist.rendezvous("env://", timeout=wait))
+        # torchrun keeps one store across restarts: keys of each attempt apart, so that a
+        # restarted rank never reads the address of a rank that died.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
             backend="nccl" if device_type == "cuda" else "gloo",
-            timeout=timedelta(seconds=timeout),
+            store=dist.PrefixStore(f"fslearn/attempt-{attempt}/", store),
+            rank=world.rank,
+            world_size=world.size,
+            timeout=wait,
         )
     return world

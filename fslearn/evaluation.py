@@ -130,7 +130,8 @@ def evaluate(
     if world.size > 1:
         first, stop = _share(episodes, world)
         if batch_size is None:
-            episodes, total = (episodes[i] for i in range(first, stop)), stop - first
+            fixed = episodes
+            episodes, total = (fixed[i] for i in range(first, stop)), stop - first
     else:
         first, stop = 0, total
     if batch_size is not None:

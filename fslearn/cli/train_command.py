@@ -184,6 +184,8 @@ def train(args) -> int:
             f"{method} on {train_set.name} ({train_set.n_classes} classes) on {device}"
             f"{processes}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
         )
+        if resume:
+            say(f"resuming the run in {out} from its last checkpoint")
         start = time.perf_counter()
         function(
             train_set,
