@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .common import check_positive_int, model_device, progress_bar
 from .data.dataset import to_float
+from .distributed import SINGLE, World
 
 #: The normal quantile behind a two-sided 95% confidence interval.
 Z_95 = 1.96
@@ -52,10 +53,29 @@ def confidence_interval(accuracies) -> Accuracy:
     )
 
 
-def _batches(episodes, batch_size: int):
-    """Task batches of an EpisodeSet, built one at a time (never all of them at once)."""
-    for start in range(0, len(episodes), batch_size):
-        yield episodes.batch(start, min(start + batch_size, len(episodes)))
+def _batches(episodes, batch_size: int, first: int, stop: int):
+    """Task batches of episodes ``first … stop-1`` of an EpisodeSet, built one at a time (never
+    all of them at once)."""
+    for start in range(first, stop, batch_size):
+        yield episodes.batch(start, min(start + batch_size, stop))
+
+
+def _share(episodes, world: World) -> tuple[int, int]:
+    """The contiguous episodes ``(first, stop)`` this rank evaluates: shares differ by at most
+    one episode, and in rank order they are the episodes in their order."""
+    n = len(episodes)
+    if world.size > 1:
+        if not hasattr(episodes, "batch"):
+            raise TypeError(
+                f"evaluating across {world.size} processes splits a fixed fsl.EpisodeSet; got "
+                f"{type(episodes).__name__}"
+            )
+        if n < world.size:
+            raise ValueError(
+                f"{n} episodes cannot be shared by {world.size} processes: evaluate on at "
+                f"least {world.size}"
+            )
+    return world.rank * n // world.size, (world.rank + 1) * n // world.size
 
 
 def evaluate(
@@ -65,6 +85,7 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool = False,
     desc: str = "evaluating",
+    world: World = SINGLE,
 ) -> Accuracy:
     """Accuracy of ``learner`` on every episode of ``episodes``, ± 95% CI.
 
@@ -83,6 +104,10 @@ def evaluate(
             ``(T, n_way * n_query, n_way)``). Each batch is built when its turn
             comes, so memory does not grow with the number of episodes.
         progress: show a progress bar.
+        world: the processes evaluating together (:mod:`fslearn.distributed`): each scores
+            its contiguous share of an :class:`~fslearn.EpisodeSet`, and the per-episode
+            accuracies are gathered in order, so every rank returns the very
+            :class:`Accuracy` one process computes.
 
     Returns:
         An :class:`Accuracy`.
@@ -102,13 +127,21 @@ def evaluate(
         raise ValueError(
             "there are no episodes to evaluate on: pass an EpisodeSet with n_episodes ≥ 2"
         )
+    if world.size > 1:
+        first, stop = _share(episodes, world)
+        if batch_size is None:
+            fixed = episodes
+            episodes, total = (fixed[i] for i in range(first, stop)), stop - first
+    else:
+        first, stop = 0, total
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
         if not hasattr(episodes, "batch"):
             raise TypeError(
                 f"batch_size needs an EpisodeSet (with .batch); got {type(episodes).__name__}"
             )
-        episodes, total = _batches(episodes, batch_size), math.ceil(total / batch_size)
+        episodes = _batches(episodes, batch_size, first, stop)
+        total = math.ceil((stop - first) / batch_size)
 
     was_training = getattr(learner, "training", None)
     if was_training is not None:
@@ -116,7 +149,7 @@ def evaluate(
     accuracies, sound = [], []
     try:
         unit = "batch" if batch_size else "episode"
-        bar = progress_bar(total, desc, progress, unit=unit, leave=False)
+        bar = progress_bar(total, desc, progress and world.is_main, unit=unit, leave=False)
         with torch.no_grad(), bar:
             for episode in episodes:
                 logits = learner(episode.support_x, episode.support_y, episode.query_x)
@@ -137,6 +170,10 @@ def evaluate(
     finally:
         if was_training is not None:
             learner.train(was_training)
+    if world.size > 1:  # one gather of (accuracy, finite, labels ok) per episode
+        rows = torch.cat([torch.cat(accuracies)[None], torch.cat(sound, dim=1).float()])
+        rows = world.gather(rows.T.reshape(-1)).reshape(-1, 3).T
+        accuracies, sound = [rows[0]], [rows[1:].bool()]
     if not accuracies:
         raise ValueError("there are no episodes to evaluate on: the iterable was empty")
     _check_sound(torch.cat(sound, dim=1))

@@ -14,7 +14,7 @@ from synthetic import labelled_dataset, pattern_dataset
 
 PACKAGE = Path(fsl.__file__).parent
 # Each stage may import the stages before it (and common), never one after it.
-ORDER = ["common", "data", "sampling", "models", "evaluation", "methods", "training"]
+ORDER = ["common", "distributed", "data", "sampling", "models", "evaluation", "methods", "training"]
 
 
 def _imported_stages(path: Path) -> set[str]:

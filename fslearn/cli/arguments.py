@@ -111,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
         ("inner-lr", _rate, "inner step size α (MAML)"),
         ("inner-steps", _natural, "inner steps in training (MAML)"),
         ("test-steps", _positive, "inner steps at test time (MAML)"),
+        ("episodes-per-step", _positive, "episodes per optimizer step (protonet)"),
+        ("batch-size", _positive, "images per batch (pretrain)"),
+        ("n-pairs", _positive, "pairs per step (siamese)"),
     ]:
         p.add_argument(f"--{name}", type=kind, help=f"{text} (default: the recipe's)")
     p.add_argument(
@@ -142,8 +145,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/METHOD-DATASET)")
     p.add_argument(
         "--resume",
-        action="store_true",
-        help="continue the run saved in --out exactly where it stopped",
+        nargs="?",
+        const="yes",
+        choices=["yes", "auto"],
+        help="continue the run saved in --out exactly where it stopped; --resume auto "
+        "continues it if there is one and starts it if not (for torchrun --max-restarts)",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=300.0,
+        help="under torchrun: seconds a process waits for the others before every process "
+        "stops with an error (default 300)",
     )
     p.add_argument(
         "--checkpoint-every",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data.dataset import FewShotDataset
 from ..data.lake_runs import evaluate_runs, load_runs
+from ..distributed import SINGLE, World
 from ..evaluation import evaluate
 from ..methods.adaptation import GradientLearner
 from ..sampling.episodes import EpisodeSet
@@ -28,14 +29,17 @@ def test_checkpoint(
     seed: int,
     device,
     progress: bool,
+    world: World = SINGLE,
 ) -> dict:
     """Accuracy ± 95% CI of a checkpoint's learner on fixed, seeded episodes of ``test``, the
-    test split of ``dataset``."""
+    test split of ``dataset`` (shared by ``world``'s processes)."""
     learner = load_learner(checkpoint, n_way=n_way, image_shape=test.image_shape, device=device)
     episode_set = EpisodeSet(test, n_way, n_shot, n_query, episodes, seed=seed)
     start = time.perf_counter()
     batch = 50 if isinstance(learner, GradientLearner) else None  # learners that take task batches
-    accuracy = evaluate(learner, episode_set, batch_size=batch, progress=progress, desc="testing")
+    accuracy = evaluate(
+        learner, episode_set, batch_size=batch, progress=progress, desc="testing", world=world
+    )
     return {
         "checkpoint": str(checkpoint),
         "method": read_checkpoint(checkpoint)["spec"]["method"],

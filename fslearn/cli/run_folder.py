@@ -247,13 +247,13 @@ class RunCheckpoint(Checkpoint):
 
     It writes it once the recipe has checked its settings: when a resumed run has been
     restored, or beside a new run's first checkpoint. A run that fails before then
-    leaves no file.
+    leaves no file. The checkpoints of torchrun's other ranks (``writer=False``) only read.
     """
 
-    def __init__(self, path, *, record: dict, **options):
+    def __init__(self, path, *, record: dict, writer: bool = True, **options):
         super().__init__(path, **options)
         self.record = record
-        self.recorded = False
+        self.recorded = not writer
 
     def _write_record(self) -> None:
         if not self.recorded:

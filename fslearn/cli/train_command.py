@@ -3,11 +3,15 @@ then test it."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from pathlib import Path
 
+import torch
+
 from ..data.dataset import FewShotDataset
+from ..distributed import world_from_env
 from ..sampling.episodes import check_episode_shape
 from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
 from .eval_commands import describe, test_checkpoint
@@ -27,6 +31,9 @@ OVERRIDES = (
     "inner_lr",
     "inner_steps",
     "test_steps",
+    "episodes_per_step",
+    "batch_size",
+    "n_pairs",
     "compile",
 )
 
@@ -89,55 +96,96 @@ def _check_episodes(dataset: FewShotDataset, kind: str, setting: dict, prefix: s
         ) from None
 
 
+def _world(args):
+    """``(world, device)``: the processes torchrun started (one without torchrun) and this
+    process's device, ``cuda:LOCAL_RANK`` on GPUs."""
+    device = parse_device(args.device)
+    try:
+        world = world_from_env(device.type, timeout=args.dist_timeout)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if world.size > 1 and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    return world, device
+
+
+def _resume(args, out: Path) -> bool:
+    """``--resume`` (yes), ``--resume auto`` (yes when ``out`` holds a checkpoint) or a new run."""
+    if args.resume == "auto":
+        return (out / "checkpoint.pt").exists()
+    return args.resume == "yes"
+
+
 def train(args) -> int:
     """Check every argument and the run folder, then train, checkpoint and test, under the
-    folder's lock; nothing is written before every check has passed."""
+    folder's lock; nothing is written before every check has passed.
+
+    Under torchrun every process trains its share of each step; rank 0 alone checks and
+    locks the folder, writes the checkpoints, metrics and results, and prints.
+    """
     function, _ = METHODS[args.method]
     method = args.method
     settings = _settings(args)
     test_setting = _test_setting(args, settings)
-    device = parse_device(args.device)
+    world, device = _world(args)
     out = Path(args.out or f"runs/{method}-{args.dataset}")
-    lock = RunLock(out)
-    lock.check()
-    seen = snapshot(out)
-    check_folder(out, resume=args.resume)
+    resume = _resume(args, out)
     config = {
         "method": method,
         "dataset": args.dataset,
         "recipe": args.recipe,
         "seed": args.seed,
-        "device": str(device),
+        "device": str(device) if world.size == 1 else f"{device.type} × {world.size}",
         "out": str(out),
     }
+    if world.size > 1:
+        world.check_same({**config, **settings, "test": test_setting, "resume": resume})
+    lock = RunLock(out)
+    error = None
+    if world.is_main:
+        try:
+            lock.check()
+            seen = snapshot(out)
+            check_folder(out, resume=resume)
+        except UsageError as problem:
+            error = str(problem)
+    error = world.first_error(error)
+    if error is not None:
+        raise UsageError(error)
     path = out / "checkpoint.pt"
     checkpoint = RunCheckpoint(
         path,
         record={**config, "settings": settings, "test": test_setting},
         every=args.checkpoint_every,
-        resume=args.resume,
-        log=out / "metrics.jsonl",
+        resume=resume,
+        log=out / "metrics.jsonl" if world.is_main else None,
         config={**config, **settings},
+        writer=world.is_main,
     )
-    if args.resume:
+    if resume:
         checkpoint.check_resumable()
-    progress = not args.no_progress
+    progress = not args.no_progress and world.is_main
     data = dict(method=method, root=args.data_root, device=device, progress=progress)
     train_set = dataset_for(args.dataset, "train", **data)
     test_set = dataset_for(args.dataset, "test", **data)
     if {"n_way", "n_shot", "n_query"} <= set(settings):  # the episodic recipes' training tasks
         _check_episodes(train_set, "training", settings, "")
     _check_episodes(test_set, "test", test_setting, "test-")
-    with lock:
-        if snapshot(out) != seen:
+    with lock if world.is_main else contextlib.nullcontext():
+        if world.is_main and snapshot(out) != seen:
             raise UsageError(
                 f"--out {out} changed while this run checked it (another process writes there?): "
                 "run the command again"
             )
-        print(
-            f"{method} on {train_set.name} ({train_set.n_classes} classes) on {device}: "
-            + ", ".join(f"{k}={v}" for k, v in settings.items())
+        say = print if world.is_main else lambda *_: None
+        processes = f" in {world.size} processes" if world.size > 1 else ""
+        say(
+            f"{method} on {train_set.name} ({train_set.n_classes} classes) on {device}"
+            f"{processes}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
         )
+        if resume:
+            say(f"resuming the run in {out} from its last checkpoint")
         start = time.perf_counter()
         function(
             train_set,
@@ -146,9 +194,11 @@ def train(args) -> int:
             device=device,
             progress=progress,
             checkpoint=checkpoint,
+            **({"world": world} if world.size > 1 else {}),
         )
         seconds = time.perf_counter() - start
-        print(f"trained in {seconds:.0f} s; checkpoint {path}")
+        world.barrier()  # rank 0's last checkpoint is on disk before anyone tests it
+        say(f"trained in {seconds:.0f} s; checkpoint {path}")
         result = test_checkpoint(
             path,
             test=test_set,
@@ -156,9 +206,13 @@ def train(args) -> int:
             seed=args.test_seed,
             device=device,
             progress=progress,
+            world=world,
             **test_setting,
         )
         result["train_seconds"] = seconds
-        write_json(out / "results.json", result)
-    print(describe(result))
+        if world.size > 1:
+            result["processes"] = world.size
+        if world.is_main:
+            write_json(out / "results.json", result)
+    say(describe(result))
     return 0

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..common import check_positive_int, model_device
 from ..data.dataset import to_float
+from ..distributed import SINGLE, World
 from ..evaluation import evaluate_classifier
 from .loop import run_loop
 
@@ -107,6 +108,7 @@ def fit(
     progress: bool = True,
     desc: str = "training",
     checkpoint=None,
+    world: World = SINGLE,
 ) -> History:
     """Train ``model`` on ``(x, y)`` with mini-batches and count what happened.
 
@@ -135,6 +137,10 @@ def fit(
             epochs and at the end (the budget must be whole epochs); with
             ``resume``, training continues from the saved epoch and ends with the
             same weights as an uninterrupted run.
+        world: the processes training together (:mod:`fslearn.distributed`): each
+            takes its contiguous share of every batch, and the gradients are averaged before
+            each update. With batch normalization in training mode each rank normalises over
+            its share only, so the result is close to, not equal to, one process's.
 
     Returns:
         A :class:`History`.
@@ -166,6 +172,11 @@ def fit(
             f"a checkpointed fit trains whole epochs; iterations={total} is not a multiple of the "
             f"{per_epoch} iterations per epoch: pass epochs= instead"
         )
+    if world.size > 1:
+        last = n_samples % batch_size
+        world.share(batch_size, "batch_size")
+        if last and not drop_last:
+            world.share(last, f"the last batch of each epoch ({n_samples} % {batch_size})")
     x, y = x.to(device), y.to(device)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -184,11 +195,15 @@ def fit(
             )
             batches[:] = order.split(batch_size)
         index = batches[position]
-        loss = loss_fn(model(to_float(x[index])), y[index])
+        stats = world.running_stats(model)
+        mine = index[world.share(index.shape[0], "batch_size")]
+        loss = loss_fn(model(to_float(x[mine])), y[mine])
         (loss / accumulate).backward()
+        world.sync_running_stats(stats, "batch")
         history.samples_seen += index.shape[0]
         history.samples.append(history.samples_seen)
         if (position + 1) % accumulate == 0 or position == per_epoch - 1 or i + 1 == total:
+            world.average_gradients(model.parameters())
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             history.updates += 1
@@ -234,5 +249,6 @@ def fit(
         save_due=lambda done: done % per_epoch == 0 and (done // per_epoch) % checkpoint.every == 0,
         after_flush=after_flush,
         describe=describe,
+        world=world,
     )
     return history

@@ -12,6 +12,7 @@ import math
 import torch
 
 from ..data.dataset import FewShotDataset
+from ..distributed import SINGLE, World
 from ..methods.maml import MAML
 from ..models.classifier import Classifier
 from ..sampling.episodes import EpisodeSampler
@@ -46,6 +47,7 @@ def train_maml(
     device=None,
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
+    world: World = SINGLE,
 ) -> tuple[MAML, StepHistory]:
     """MAML as Finn et al. (2017) trained it on Omniglot 5-way 1-shot.
 
@@ -66,6 +68,9 @@ def train_maml(
             graphs on a GPU): the first iteration compiles for a minute or more,
             the following ones are several times faster.
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
+        world: the processes training together (:mod:`fslearn.distributed`): every rank
+            draws the whole meta-batch and adapts its ``meta_batch / W`` tasks; with per-task
+            batch statistics the weights equal one process's.
 
     Returns:
         ``(maml, history)``; ``history.metrics["accuracy"]`` is the query accuracy
@@ -107,13 +112,15 @@ def train_maml(
         )
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr, fused=device.type == "cuda")
 
+    mine = world.share(meta_batch, "meta_batch")
+
     def step_loss(_):
         tasks = sampler.sample(meta_batch)
         return meta_loss(
-            tasks.support_x,
-            tasks.support_y,
-            tasks.query_x,
-            tasks.query_y,
+            tasks.support_x[mine],
+            tasks.support_y[mine],
+            tasks.query_x[mine],
+            tasks.query_y[mine],
             step_weights=weights,
             record_steps=record_steps,
         )
@@ -133,6 +140,7 @@ def train_maml(
         desc=f"{kind} {n_way}-way {n_shot}-shot",
         checkpoint=checkpoint,
         loss_limit=_diverged(n_way, step_weights),
+        world=world,
         advice=f"the inner steps diverge: lower inner_lr (now {inner_lr}), or the outer lr={lr}",
     )
     return learner, history
@@ -161,13 +169,15 @@ def train_pretrained(
     device=None,
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
+    world: World = SINGLE,
 ) -> tuple[Classifier, History]:
     """The pre-training baseline's first half: one classifier over all of ``train``'s classes.
 
     A Conv4 (with running batch-norm statistics) and a linear head over
     ``train.n_classes`` classes, trained with Adam and cross-entropy on every
     image of ``train`` by :func:`~fslearn.fit`. Put its ``backbone`` in a
-    :class:`~fslearn.FineTune` to fit a new head to each test task.
+    :class:`~fslearn.FineTune` to fit a new head to each test task. Across the processes
+    of ``world`` each rank takes its share of every batch (see :func:`~fslearn.fit`).
 
     Returns:
         ``(classifier, history)``.
@@ -190,5 +200,6 @@ def train_pretrained(
         optimizer=torch.optim.Adam(model.parameters(), lr=lr),
         desc="pre-training",
         checkpoint=checkpoint,
+        world=world,
     )
     return model, history

@@ -6,7 +6,9 @@ both: seeding torch's generator for the random ops inside the model without
 touching the caller's, restoring a checkpoint and saving one, host clocks,
 progress bar, and collecting losses on the device and checking them for NaN once
 per ``sync_every`` steps. It holds no global state: everything it touches comes
-in as an argument, so that one loop can later run in several processes.
+in as an argument, so that the same loop runs in several processes: given a
+:class:`~fslearn.distributed.World`, the recorded losses are the means over the
+ranks, only rank 0 shows progress and saves checkpoints, and every rank restores them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import torch
 
 from ..common import progress_bar
+from ..distributed import SINGLE, World
 
 
 def _cuda_devices(model: torch.nn.Module) -> list[torch.device]:
@@ -42,6 +45,7 @@ def run_loop(
     describe=lambda at: f"step {at}",
     loss_limit: tuple[float, str] | None = None,
     advice: str = "lower the learning rate, check the inputs for NaN, or normalise them",
+    world: World = SINGLE,
 ) -> None:
     """Run ``step(i)`` for ``i`` from the history's count to ``total - 1``, updating ``history``.
 
@@ -67,6 +71,8 @@ def run_loop(
         loss_limit: ``(limit, why)``: a finite loss above ``limit`` also stops the run,
             for losses whose size says the training diverged (``why`` says so).
         advice: what the error message tells the user to do.
+        world: the processes that run this loop together; ``step`` averages their gradients,
+            the loop their losses and metrics (so every rank stops at the same NaN).
 
     Raises:
         FloatingPointError: a loss was NaN or infinite, or above ``loss_limit``; the
@@ -96,7 +102,7 @@ def run_loop(
 
     with (
         torch.random.fork_rng(devices=_cuda_devices(model)),
-        progress_bar(total, desc, progress) as bar,
+        progress_bar(total, desc, progress and world.is_main) as bar,
     ):
         torch.manual_seed(seed)
         if checkpoint is not None:
@@ -107,6 +113,13 @@ def run_loop(
         for i in range(first, total):
             model.train()
             loss, step_metrics = step(i)
+            if world.size > 1:  # one small all-reduce for the loss and every metric
+                names = list(step_metrics)
+                packed = torch.stack(
+                    [loss.detach().float(), *(step_metrics[n].detach().float() for n in names)]
+                )
+                loss, *values = world.mean(packed)
+                step_metrics = dict(zip(names, values, strict=True))
             done = i + 1
             setattr(history, count, done)
             history.time.append(time.perf_counter() - start)
@@ -122,5 +135,5 @@ def run_loop(
                 bar.set_postfix(loss=round(values[-1], 4))
                 if after_flush is not None:
                     after_flush(done, values, lambda: time.perf_counter() - start, bar)
-            if save:
+            if save and world.is_main:
                 checkpoint.save(history)

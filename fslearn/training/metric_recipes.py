@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import FewShotDataset
+from ..distributed import SINGLE, World
 from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
 from ..methods.siamese import SiameseNet, contrastive_loss
@@ -31,6 +32,7 @@ def train_protonet(
     n_way: int = 60,
     n_shot: int = 5,
     n_query: int = 5,
+    episodes_per_step: int = 1,
     steps: int = 20_000,
     lr: float = 1e-3,
     halve_every: int = 2_000,
@@ -42,6 +44,7 @@ def train_protonet(
     device=None,
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
+    world: World = SINGLE,
 ) -> tuple[ProtoNet, StepHistory]:
     """Prototypical networks as Snell et al. (2017) trained them on Omniglot.
 
@@ -54,13 +57,18 @@ def train_protonet(
     Args:
         train: the training classes (on the device to train on).
         n_way, n_shot, n_query: the training episodes.
-        steps: episodes to train on (one per step).
+        episodes_per_step: episodes whose mean loss one optimizer step minimises (the paper:
+            1); the processes of ``world`` share them.
+        steps: optimizer steps to take.
         lr, halve_every: Adam's learning rate and its halving period, in steps.
         distance: ``"euclidean"`` or ``"cosine"`` (see :class:`~fslearn.ProtoNet`).
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
         device: defaults to the device of ``train``.
         checkpoint: save (and with ``resume``, continue) the run there; see
             :class:`~fslearn.Checkpoint`. The same argument in every recipe.
+        world: the processes training together (:mod:`fslearn.distributed`); every recipe
+            takes it. Here each rank trains on its share of the step's episodes, so the
+            weights equal one process's (each episode is normalised on its own).
 
     Returns:
         ``(protonet, history)``.
@@ -71,16 +79,24 @@ def train_protonet(
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed)
+    mine = world.share(episodes_per_step, "episodes_per_step")
     config = dict(
         n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every
     )
+    if episodes_per_step != 1:
+        config["episodes_per_step"] = episodes_per_step
     track_recipe(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
 
     def step_loss(_):
-        episode = sampler.sample()
-        logits = learner(episode.support_x, episode.support_y, episode.query_x)
-        accuracy = (logits.argmax(-1) == episode.query_y).float().mean()
-        return F.cross_entropy(logits, episode.query_y), {"accuracy": accuracy}
+        # Every rank draws the step's every episode (cheap), so the sampler's state never
+        # depends on the number of processes.
+        episodes = [sampler.sample() for _ in range(episodes_per_step)][mine]
+        losses, accuracies = [], []
+        for episode in episodes:
+            logits = learner(episode.support_x, episode.support_y, episode.query_x)
+            accuracies.append((logits.argmax(-1) == episode.query_y).float().mean())
+            losses.append(F.cross_entropy(logits, episode.query_y))
+        return torch.stack(losses).mean(), {"accuracy": torch.stack(accuracies).mean()}
 
     history = run_recipe(
         learner,
@@ -92,8 +108,10 @@ def train_protonet(
         steps=steps,
         seed=seed,
         progress=progress,
+        episodes_per_step=episodes_per_step,
         desc=f"ProtoNet {n_way}-way {n_shot}-shot",
         checkpoint=checkpoint,
+        world=world,
     )
     return learner, history
 
@@ -113,6 +131,7 @@ def train_siamese(
     device=None,
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
+    world: World = SINGLE,
 ) -> tuple[SiameseNet, StepHistory]:
     """A Siamese network (Koch et al. 2015) trained on balanced pairs of ``train``'s classes.
 
@@ -126,7 +145,9 @@ def train_siamese(
 
     Args:
         train: the training classes (on the device to train on).
-        n_pairs: pairs per step, half of them positive.
+        n_pairs: pairs per step, half of them positive; the processes of ``world`` share
+            them (batch normalization then sees each rank's pairs only: close to one
+            process's result, not equal).
         steps, lr: the budget and Adam's learning rate.
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
 
@@ -147,9 +168,10 @@ def train_siamese(
     if head == "contrastive":
         config["margin"] = margin
     track_recipe(checkpoint, spec, train, config, pairs=pairs.generator)
+    mine = world.share(n_pairs, "n_pairs")
 
     def step_loss(_):
-        x1, x2, same = pairs.sample(n_pairs)
+        x1, x2, same = (t[mine] for t in pairs.sample(n_pairs))
         if head == "koch":
             logits = learner.pair_logits(x1, x2)
             loss = F.binary_cross_entropy_with_logits(logits, same)
@@ -171,6 +193,8 @@ def train_siamese(
         progress=progress,
         desc=f"Siamese ({head})",
         checkpoint=checkpoint,
+        world=world,
+        split="batch",
     )
     return learner, history
 
@@ -192,6 +216,7 @@ def train_triplet(
     device=None,
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
+    world: World = SINGLE,
 ) -> tuple[NearestNeighbourLearner, StepHistory]:
     """An embedding trained with the triplet loss (Schroff et al. 2015) on P×K batches.
 
@@ -199,6 +224,10 @@ def train_triplet(
     triplets with ``strategy`` (``"random"``, ``"semi-hard"`` or ``"batch-hard"``)
     and minimises ``max(d+ − d− + margin, 0)``; Adam with learning rate ``lr``.
     Test-time classification uses ``rule`` (nearest support image or nearest prototype).
+
+    Across the processes of ``world`` each rank embeds its share of the P×K batch and
+    mining runs over the whole batch's embeddings (gathered), as in one process; batch
+    normalization sees each rank's share only (close to one process's result, not equal).
 
     Returns:
         ``(learner, history)``; ``history.metrics["active_fraction"]`` is the per-step
@@ -217,11 +246,12 @@ def train_triplet(
         mining=generator,
     )
 
+    mine = world.share(n_classes * n_per_class, "n_classes × n_per_class")
+
     def step_loss(_):
         x, y = batches.sample()
-        loss, active = triplet_batch_loss(
-            learner.backbone(x), y, strategy, margin, generator=generator
-        )
+        embeddings = world.gather_rows(learner.backbone(x[mine]))
+        loss, active = triplet_batch_loss(embeddings, y, strategy, margin, generator=generator)
         return loss, {"active_fraction": active}
 
     history = run_recipe(
@@ -235,5 +265,7 @@ def train_triplet(
         progress=progress,
         desc=f"triplet ({strategy})",
         checkpoint=checkpoint,
+        world=world,
+        split="batch",
     )
     return learner, history

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..data.dataset import FewShotDataset
+from ..distributed import SINGLE, World
 from ..evaluation import evaluate
 from .checkpoint import Checkpoint
 from .specs import build_learner
@@ -46,12 +47,23 @@ def track_recipe(
 
 
 def run_recipe(
-    learner, step_loss, optimizer, *, val_episodes, eval_every, val_batch_size=None, **kwargs
+    learner,
+    step_loss,
+    optimizer,
+    *,
+    val_episodes,
+    eval_every,
+    val_batch_size=None,
+    world: World = SINGLE,
+    **kwargs,
 ) -> StepHistory:
-    """:func:`train_steps`, validating on ``val_episodes`` when given."""
+    """:func:`train_steps`, validating on ``val_episodes`` when given; ``world``'s processes
+    share every step and every validation."""
     if val_episodes is not None:
         kwargs.update(
-            validate=lambda: evaluate(learner, val_episodes, batch_size=val_batch_size),
+            validate=lambda: evaluate(
+                learner, val_episodes, batch_size=val_batch_size, world=world
+            ),
             eval_every=eval_every,
         )
-    return train_steps(learner, step_loss, optimizer=optimizer, **kwargs)
+    return train_steps(learner, step_loss, optimizer=optimizer, world=world, **kwargs)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..common import check_positive_int
+from ..distributed import SINGLE, World
 from .loop import run_loop
 
 
@@ -82,6 +83,8 @@ def train_steps(
     checkpoint=None,
     loss_limit: tuple[float, str] | None = None,
     advice: str | None = None,
+    world: World = SINGLE,
+    split: str = "episodes",
 ) -> StepHistory:
     """Train ``model`` for ``steps`` steps of ``step_loss``.
 
@@ -114,6 +117,13 @@ def train_steps(
             cross-entropy, says by its size that the training diverged).
         advice: what the error of a diverged run tells the user to do (default:
             lower the learning rate, check the inputs).
+        world: the processes training together (:mod:`fslearn.distributed`):
+            ``step_loss`` computes this rank's share of the step, the gradients are
+            averaged across the ranks before every optimizer step.
+        split: how the ranks share a step, for their batch-norm running statistics:
+            ``"episodes"`` (each rank runs whole episodes or tasks) or ``"batch"`` (each
+            normalises its share of one batch); see
+            :meth:`~fslearn.distributed.World.sync_running_stats`.
 
     Returns:
         A :class:`StepHistory`.
@@ -142,6 +152,7 @@ def train_steps(
         return eval_every is not None and (done % eval_every == 0 or done == steps)
 
     def step(i: int):
+        stats = world.running_stats(model)
         out = step_loss(i)
         loss, metrics = out if isinstance(out, tuple) else (out, {})
         if not isinstance(metrics, dict):
@@ -152,6 +163,8 @@ def train_steps(
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        world.average_gradients(model.parameters())
+        world.sync_running_stats(stats, split)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -188,6 +201,7 @@ def train_steps(
         after_flush=after_flush,
         describe=lambda at: f"step {at} (lr={optimizer.param_groups[0].get('lr')})",
         loss_limit=loss_limit,
+        world=world,
         **({} if advice is None else {"advice": advice}),
     )
     return history

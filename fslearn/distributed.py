@@ -1,0 +1,248 @@
+"""Training across processes with ``torch.distributed``, so that W processes compute what one does.
+
+Every process (rank) draws the same global batch from the same seeded sampler (index
+arithmetic, cheap) and works on its own contiguous share of it: ``T / W`` tasks of a
+MAML meta-batch, ``E / W`` episodes of a prototypical step, ``B / W`` images of a
+pre-training batch. After ``backward`` the gradients are averaged across ranks with one
+all-reduce of one flat buffer, so every rank takes the same optimizer step and the
+weights stay identical without ever being sent. Nothing depends on W but the split:
+a run resumes on another number of processes to the same weights.
+
+Why an all-reduce of ``.grad`` and not ``DistributedDataParallel``: MAML's meta-objective
+runs the network through ``torch.func.functional_call`` under ``vmap``, outside the
+module's ``forward``, where DDP's hooks neither see the forward nor fire in order; the
+explicit all-reduce after ``backward`` composes with any loss, costs the same one
+collective of the parameters' size per step, and is the same code for every method.
+
+Processes are started by ``torchrun``, which sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; :func:`world_from_env` reads them and joins the process group (NCCL on
+GPUs, gloo on the CPU). A single process needs none of this: :data:`SINGLE`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+#: Seconds a rank waits in a collective for the others before it stops with an error.
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among ``size`` processes: ``rank`` (0 … size-1) and the device index
+    ``local_rank`` on its machine."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and prints."""
+        return self.rank == 0
+
+    def share(self, n: int, what: str) -> slice:
+        """This rank's contiguous share of ``n`` items; ``n`` must be divisible by the size.
+
+        Raises:
+            ValueError: naming ``what``, ``n``, the number of processes and the fix.
+        """
+        if n % self.size:
+            lower = n - n % self.size
+            raise ValueError(
+                f"{what}={n} cannot be split evenly over {self.size} processes: use a multiple "
+                f"of {self.size} (e.g. {lower or self.size} or {lower + self.size}), or a "
+                f"number of processes that divides {n}"
+            )
+        per = n // self.size
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def average_gradients(self, parameters) -> int:
+        """Replace every parameter's ``.grad`` by its mean over the ranks: one all-reduce of one
+        flat buffer. A parameter without a gradient counts as zeros. Returns the bytes reduced."""
+        params = [p for p in parameters if p.requires_grad]
+        if self.size == 1 or not params:
+            return 0
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.size
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+        return flat.numel() * flat.element_size()
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean over the ranks of a tensor of the same shape on every rank."""
+        if self.size == 1:
+            return values
+        values = values.detach().clone()
+        dist.all_reduce(values)
+        return values / self.size
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """Every rank's 1-d ``values`` (of any length), concatenated in rank order, on every
+        rank."""
+        if self.size == 1:
+            return values
+        parts = [None] * self.size
+        dist.all_gather_object(parts, values.detach().cpu())
+        return torch.cat(parts).to(values.device)
+
+    def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``(n, ...)`` rows, concatenated in rank order, for a loss over the whole
+        batch (as triplet mining's); gradient flows into this rank's rows only, multiplied by
+        the number of ranks, so that :meth:`average_gradients` then gives the gradient of the
+        whole batch's loss. Every rank must pass the same number of rows."""
+        if self.size == 1:
+            return local
+        parts = [torch.empty_like(local) for _ in range(self.size)]
+        dist.all_gather(parts, local.detach().contiguous())
+        # (W - 1) · (x - x.detach()) is exactly zero in value and (W - 1) in gradient.
+        parts[self.rank] = local + (self.size - 1) * (local - local.detach())
+        return torch.cat(parts)
+
+    def check_same(self, settings: dict, what: str = "settings") -> None:
+        """Stop every rank, at the start, when the ranks were not given the same ``settings``.
+
+        Raises:
+            RuntimeError: naming the ranks and the keys that differ.
+        """
+        if self.size == 1:
+            return
+        mine = json.dumps(settings, sort_keys=True, default=str)
+        everyone = [None] * self.size
+        dist.all_gather_object(everyone, mine)
+        if len(set(everyone)) > 1:
+            first = json.loads(everyone[0])
+            differ = sorted(
+                {k for s in everyone for k, v in json.loads(s).items() if first.get(k) != v}
+            )
+            digests = [hashlib.sha1(s.encode()).hexdigest()[:8] for s in everyone]
+            raise RuntimeError(
+                f"the {self.size} processes were started with different {what} (keys "
+                f"{differ}; per rank {digests}): start every rank with the same command"
+            )
+
+    def running_stats(self, model: torch.nn.Module) -> dict | None:
+        """A copy of ``model``'s batch-norm running statistics, taken before a step, for
+        :meth:`sync_running_stats` after it (``None`` in one process)."""
+        if self.size == 1:
+            return None
+        return {
+            m: (m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked))
+            for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        }
+
+    def sync_running_stats(self, before: dict | None, split: str) -> None:
+        """Make every rank's batch-norm running statistics what one process would hold.
+
+        Args:
+            before: :meth:`running_stats` of the step's start.
+            split: ``"episodes"`` when each rank ran whole forward passes of its share (one
+                process would have run the ranks' updates one after another: the momentum
+                recursion is rebuilt from each rank's net change, equal to one process's up
+                to rounding); ``"batch"`` when each rank normalised its share of one batch
+                (the ranks' statistics are averaged: close to the whole batch's, not equal).
+        """
+        if not before:
+            return
+        modules = list(before)
+        flat = torch.cat([t.reshape(-1) for m in modules for t in (m.running_mean, m.running_var)])
+        parts = [torch.empty_like(flat) for _ in range(self.size)]
+        dist.all_gather(parts, flat)
+        offset = 0
+        for m in modules:
+            mean0, var0, count0 = before[m]
+            n = mean0.numel()
+            steps = int(m.num_batches_tracked) - count0  # this rank's updates in the step
+            merged = []
+            for k, start in enumerate((mean0, var0)):
+                ranks = [p[offset + k * n : offset + (k + 1) * n] for p in parts]
+                if split == "batch" or steps == 0:
+                    merged.append(torch.stack(ranks).mean(0))
+                    continue
+                keep = 1.0 - m.momentum  # per update; every rank made `steps` of them
+                value = start * keep ** (steps * self.size)
+                for r, local in enumerate(ranks):
+                    later = steps * (self.size - 1 - r)
+                    value = value + keep**later * (local - start * keep**steps)
+                merged.append(value)
+            m.running_mean.copy_(merged[0])
+            m.running_var.copy_(merged[1])
+            if split == "episodes":
+                m.num_batches_tracked.fill_(count0 + steps * self.size)
+            offset += 2 * n
+
+    def first_error(self, message: str | None) -> str | None:
+        """Every rank learns the first rank's error message (``None`` when no rank had one), so
+        that a check only rank 0 makes stops all of them with the same message."""
+        if self.size == 1:
+            return message
+        everyone = [None] * self.size
+        dist.all_gather_object(everyone, message)
+        return next((m for m in everyone if m is not None), None)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+#: One process: shares are everything, averages are the values themselves.
+SINGLE = World()
+
+
+def world_from_env(device_type: str = "cpu", timeout: float = DEFAULT_TIMEOUT) -> World:
+    """The :class:`World` that ``torchrun`` describes in ``RANK``, ``WORLD_SIZE`` and
+    ``LOCAL_RANK``, joining its process group on first call; :data:`SINGLE` without them.
+
+    Args:
+        device_type: ``"cuda"`` joins with NCCL (one GPU per process, ``cuda:LOCAL_RANK``),
+            anything else with gloo.
+        timeout: seconds a collective waits for a missing rank before every rank stops with
+            an error, so that a rank that died or hangs never hangs the others for good.
+
+    Raises:
+        ValueError: the variables are malformed (naming them).
+    """
+    size = os.environ.get("WORLD_SIZE")
+    if size is None:
+        return SINGLE
+    try:
+        world = World(
+            rank=int(os.environ["RANK"]),
+            size=int(size),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        )
+    except (KeyError, ValueError):
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        found = {k: os.environ.get(k) for k in names}
+        raise ValueError(
+            f"torchrun's variables are malformed: {found}; start the processes with torchrun"
+        ) from None
+    if not 0 <= world.rank < world.size:
+        raise ValueError(f"RANK={world.rank} is outside 0 … WORLD_SIZE-1 = {world.size - 1}")
+    if world.size > 1 and not dist.is_initialized():
+        wait = timedelta(seconds=timeout)
+        store, _, _ = next(dist.rendezvous("env://", timeout=wait))
+        # torchrun keeps one store across restarts: keys of each attempt apart, so that a
+        # restarted rank never reads the address of a rank that died.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(
+            backend="nccl" if device_type == "cuda" else "gloo",
+            store=dist.PrefixStore(f"fslearn/attempt-{attempt}/", store),
+            rank=world.rank,
+            world_size=world.size,
+            timeout=wait,
+        )
+    return world
