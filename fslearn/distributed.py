@@ -45,7 +45,7 @@ class World:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the one process that writes files and prints."""
+        """True on rank 0, the one process that writes files and prints."""
         return self.rank == 0
 
     def share(self, n: int, what: str) -> slice:
@@ -198,7 +198,7 @@ class World:
             dist.barrier()
 
 
-#: One process: shares are everything, averages are the values themselves.
+#: A single process, in which a share is everything and an average the value itself.
 SINGLE = World()
 
 
