@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -32,6 +33,28 @@ import torch.distributed as dist
 
 #: Seconds a rank waits in a collective for the others before it stops with an error.
 DEFAULT_TIMEOUT = 300.0
+
+
+class ProcessGroupError(RuntimeError):
+    """A collective failed on this rank: another process died, hangs past the timeout, or the
+    network between them broke. The message says which rank saw it and how to continue."""
+
+
+def _together(world: World, op, *args) -> None:
+    """Run the collective ``op(*args)``, turning the backend's failure into a
+    :class:`ProcessGroupError` that says what happened and what to do."""
+    try:
+        op(*args)
+    except RuntimeError as error:  # gloo's and NCCL's failures, torch.distributed.DistError too
+        # gloo opens with the C++ source location, then says what happened.
+        said = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0]
+        raise ProcessGroupError(
+            f"process {world.rank} of {world.size} lost the others in {op.__name__} ({said}): "
+            "another process died (its own output says why) or did not answer within the "
+            "process group's timeout (`--dist-timeout`). A run with a checkpoint continues "
+            "where it stopped with `fslearn train … --resume` (under `torchrun "
+            "--max-restarts`, `--resume auto` does it by itself)"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -72,7 +95,7 @@ class World:
             return 0
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
+        _together(self, dist.all_reduce, flat)
         flat /= self.size
         offset = 0
         for p in params:
@@ -86,7 +109,7 @@ class World:
         if self.size == 1:
             return values
         values = values.detach().clone()
-        dist.all_reduce(values)
+        _together(self, dist.all_reduce, values)
         return values / self.size
 
     def gather(self, values: torch.Tensor) -> torch.Tensor:
@@ -95,7 +118,7 @@ class World:
         if self.size == 1:
             return values
         parts = [None] * self.size
-        dist.all_gather_object(parts, values.detach().cpu())
+        _together(self, dist.all_gather_object, parts, values.detach().cpu())
         return torch.cat(parts).to(values.device)
 
     def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
@@ -106,7 +129,7 @@ class World:
         if self.size == 1:
             return local
         parts = [torch.empty_like(local) for _ in range(self.size)]
-        dist.all_gather(parts, local.detach().contiguous())
+        _together(self, dist.all_gather, parts, local.detach().contiguous())
         # (W - 1) · (x - x.detach()) is exactly zero in value and (W - 1) in gradient.
         parts[self.rank] = local + (self.size - 1) * (local - local.detach())
         return torch.cat(parts)
@@ -115,20 +138,20 @@ class World:
         """Stop every rank, at the start, when the ranks were not given the same ``settings``.
 
         Raises:
-            RuntimeError: naming the ranks and the keys that differ.
+            ValueError: naming the keys that differ and each rank's digest of them.
         """
         if self.size == 1:
             return
         mine = json.dumps(settings, sort_keys=True, default=str)
         everyone = [None] * self.size
-        dist.all_gather_object(everyone, mine)
+        _together(self, dist.all_gather_object, everyone, mine)
         if len(set(everyone)) > 1:
             first = json.loads(everyone[0])
             differ = sorted(
                 {k for s in everyone for k, v in json.loads(s).items() if first.get(k) != v}
             )
             digests = [hashlib.sha1(s.encode()).hexdigest()[:8] for s in everyone]
-            raise RuntimeError(
+            raise ValueError(
                 f"the {self.size} processes were started with different {what} (keys "
                 f"{differ}; per rank {digests}): start every rank with the same command"
             )
@@ -160,7 +183,7 @@ class World:
         modules = list(before)
         flat = torch.cat([t.reshape(-1) for m in modules for t in (m.running_mean, m.running_var)])
         parts = [torch.empty_like(flat) for _ in range(self.size)]
-        dist.all_gather(parts, flat)
+        _together(self, dist.all_gather, parts, flat)
         offset = 0
         for m in modules:
             mean0, var0, count0 = before[m]
@@ -190,12 +213,12 @@ class World:
         if self.size == 1:
             return message
         everyone = [None] * self.size
-        dist.all_gather_object(everyone, message)
+        _together(self, dist.all_gather_object, everyone, message)
         return next((m for m in everyone if m is not None), None)
 
     def barrier(self) -> None:
         if self.size > 1:
-            dist.barrier()
+            _together(self, dist.barrier)
 
 
 #: A single process, in which a share is everything and an average the value itself.

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import sys
 
+from ..distributed import ProcessGroupError
 from .arguments import parser
 from .support import UsageError
 
-#: What a command raises when the request or the files are wrong, not the code: the
-#: message says what and how to fix it. Anything else is a bug and keeps its traceback.
-EXPECTED = (UsageError, ValueError, OSError, FloatingPointError)
+#: What a command raises when the request, the files or another process are wrong, not the
+#: code: the message says what and how to fix it. Anything else is a bug and keeps its
+#: traceback.
+EXPECTED = (UsageError, ValueError, OSError, FloatingPointError, ProcessGroupError)
 
 
 def one_line(error: BaseException) -> str:
