@@ -23,9 +23,11 @@ from .data.omniglot import download_omniglot, load_omniglot
 from .data.omniglot_splits import omniglot_split
 from .evaluation import (
     Accuracy,
+    GroupAccuracy,
     confidence_interval,
     evaluate,
     evaluate_classifier,
+    evaluate_within_groups,
     separation,
 )
 from .methods.adaptation import GradientLearner
@@ -72,6 +74,7 @@ __all__ = [
     "EpisodeSet",
     "FewShotDataset",
     "FineTune",
+    "GroupAccuracy",
     "GradientLearner",
     "History",
     "MAML",
@@ -100,6 +103,7 @@ __all__ = [
     "download_runs",
     "evaluate",
     "evaluate_classifier",
+    "evaluate_within_groups",
     "evaluate_runs",
     "extract_zip",
     "fit",

@@ -176,6 +176,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-query", type=_positive, default=15)
     p.add_argument("--episodes", type=_episodes, default=1000)
     p.add_argument("--seed", type=_seed, default=0, help="seed of the test episodes")
+    p.add_argument(
+        "--within-alphabet",
+        action="store_true",
+        help="draw each episode's classes from one alphabet, every alphabet with --n-way "
+        "characters in turn (Lake's harder one-shot test; e.g. --n-way 20 --n-query 1 "
+        "--episodes 200)",
+    )
     _test_options(p)
     p.set_defaults(run=evaluate_command)
 

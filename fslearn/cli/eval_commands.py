@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.dataset import FewShotDataset
 from ..data.lake_runs import evaluate_runs, load_runs
 from ..distributed import SINGLE, World
-from ..evaluation import evaluate
+from ..evaluation import evaluate, evaluate_within_groups
 from ..methods.adaptation import GradientLearner
 from ..sampling.episodes import EpisodeSet
 from ..training.checkpoint import read_checkpoint
@@ -96,6 +96,8 @@ def evaluate_command(args) -> int:
         device=device,
         progress=progress,
     )
+    if args.within_alphabet:
+        return _within_alphabet(args, test, dataset, device, progress)
     result = test_checkpoint(
         Path(args.checkpoint),
         test=test,
@@ -109,6 +111,49 @@ def evaluate_command(args) -> int:
         progress=progress,
     )
     print(json.dumps(result, indent=2) if args.json else describe(result))
+    return 0
+
+
+def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress: bool) -> int:
+    """``fslearn eval --within-alphabet``: every episode's classes from one alphabet."""
+    learner = load_learner(
+        args.checkpoint, n_way=args.n_way, image_shape=test.image_shape, device=device
+    )
+    start = time.perf_counter()
+    scores = evaluate_within_groups(
+        learner,
+        test,
+        args.n_way,
+        args.n_shot,
+        args.n_query,
+        args.episodes,
+        seed=args.seed,
+        batch_size=50 if isinstance(learner, GradientLearner) else None,
+        progress=progress,
+    )
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": dataset,
+        "split": "test",
+        "within": "alphabet",
+        **{k: getattr(args, k) for k in ("n_way", "n_shot", "n_query", "episodes", "seed")},
+        "accuracy": scores.overall.mean,
+        "ci95": scores.overall.ci95,
+        "alphabets": {
+            name: {"accuracy": a.mean, "ci95": a.ci95} for name, a in scores.groups.items()
+        },
+        "left_out": scores.left_out,
+        "seconds": time.perf_counter() - start,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    setting = f"{args.n_way}-way {args.n_shot}-shot, {args.episodes} episodes per alphabet"
+    for name, accuracy in scores.groups.items():
+        print(f"{name}: {accuracy}")
+    for name, size in scores.left_out.items():
+        print(f"{name}: left out ({size} characters, fewer than {args.n_way})")
+    print(f"{dataset} test within one alphabet, {setting}: {scores.overall}")
     return 0
 
 

@@ -1,5 +1,4 @@
-"""Evaluation: mean accuracy over test episodes with a 95% confidence interval, and a classifier's
-loss and accuracy on a labelled set."""
+"""Accuracy over test episodes, with a 95% confidence interval."""
 
 from __future__ import annotations
 
@@ -7,11 +6,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .common import check_positive_int, model_device, progress_bar
-from .data.dataset import to_float
-from .distributed import SINGLE, World
+from ..common import check_positive_int, progress_bar
+from ..distributed import SINGLE, World
 
 #: The normal quantile behind a two-sided 95% confidence interval.
 Z_95 = 1.96
@@ -201,60 +198,3 @@ def _check_sound(sound: torch.Tensor) -> None:
             f"{len(bad)} of {labels_ok.numel()} episodes (the first: episode {bad[0]}) have query "
             "labels outside 0 … n_way − 1; label the queries as their support classes"
         )
-
-
-@torch.no_grad()
-def evaluate_classifier(model, x, y, *, batch_size: int = 1024, loss_fn=F.cross_entropy) -> dict:
-    """Mean loss and accuracy of ``model`` on ``(x, y)``, in eval mode, without gradients.
-
-    Args:
-        x: inputs of shape ``(N, ...)`` (uint8 images are scaled to ``[0, 1]``).
-        y: integer labels of shape ``(N,)``.
-        loss_fn: a mean-reduced loss ``loss_fn(logits, labels) -> scalar``.
-
-    Returns:
-        ``{"loss": float, "accuracy": float}``.
-    """
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    for start in range(0, len(x), batch_size):
-        xb = to_float(x[start : start + batch_size].to(device))
-        yb = y[start : start + batch_size].to(device)
-        logits = model(xb)
-        total_loss += loss_fn(logits, yb) * len(yb)
-        correct += (logits.argmax(1) == yb).sum()
-    model.train(was_training)
-    return {"loss": total_loss.item() / len(x), "accuracy": correct.item() / len(x)}
-
-
-def separation(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
-    """How far apart classes lie in an embedding, relative to how spread each one is.
-
-    The mean Euclidean distance between the class means (over all pairs of classes) divided by
-    the mean Euclidean distance of an embedding to its own class mean. Distances are not
-    squared, and scaling the embedding does not change the ratio; larger is better.
-
-    Args:
-        embeddings: shape ``(n, D)``.
-        labels: shape ``(n,)``, integers ``0 … C-1`` with every class present, ``C ≥ 2``.
-    """
-    if embeddings.dim() != 2 or labels.shape != embeddings.shape[:1]:
-        raise ValueError(
-            f"separation needs embeddings of shape (n, D) and labels of shape (n,); got "
-            f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
-        )
-    n_classes = int(labels.max()) + 1 if labels.numel() else 0
-    counts = torch.bincount(labels, minlength=n_classes)
-    if n_classes < 2 or bool((counts == 0).any()):
-        raise ValueError(
-            f"separation needs labels 0 … C-1 with C ≥ 2 and every class present; got counts "
-            f"{counts.tolist()}"
-        )
-    embeddings = embeddings.float()
-    means = torch.zeros(n_classes, embeddings.shape[1], device=embeddings.device)
-    means = means.index_add(0, labels, embeddings) / counts.unsqueeze(1)  # (C, D)
-    within = (embeddings - means[labels]).norm(dim=1).mean()
-    return (torch.pdist(means).mean() / within).item()

@@ -1,0 +1,86 @@
+"""Episodes within one alphabet at a time: ``evaluate_within_groups`` and ``fslearn eval
+--within-alphabet``, against episodes drawn and scored one group at a time by hand."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fslearn as fsl
+
+from synthetic import decode, labelled_dataset
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+
+
+class Recorder:
+    """Predicts each query's instance number modulo n_way (right some of the time) and keeps
+    the classes of every support set it is shown."""
+
+    def __init__(self):
+        self.classes = []
+
+    def __call__(self, support_x, support_y, query_x):
+        n_way = int(support_y.max()) + 1
+        self.classes.append(set(decode(support_x)[0].tolist()))
+        _, instance = decode(query_x)
+        return torch.nn.functional.one_hot(instance % n_way, n_way).float()
+
+
+def test_each_episode_draws_its_classes_from_one_group():
+    # 14 classes in groups a0 (0, 3, 6, 9, 12), a1 (1, 4, …, 13) and a2 (2, 5, 8, 11)
+    dataset = labelled_dataset(n_classes=14)
+    group_of = dict(enumerate(dataset.groups))
+    recorder = Recorder()
+    scores = fsl.evaluate_within_groups(recorder, dataset, 5, 1, n_query=2, n_episodes=6, seed=3)
+    assert list(scores.groups) == ["a0", "a1"] and scores.left_out == {"a2": 4}
+    assert len(recorder.classes) == 12
+    for classes in recorder.classes:
+        assert len({group_of[c] for c in classes}) == 1, classes
+    for group, accuracy in scores.groups.items():
+        alone = fsl.EpisodeSet(dataset.select_groups(group), 5, 1, 2, 6, seed=3)
+        assert torch.equal(accuracy.per_episode, fsl.evaluate(Recorder(), alone).per_episode)
+    means = [a.mean for a in scores.groups.values()]
+    assert scores.overall.n == 12 and scores.overall.mean == pytest.approx(sum(means) / 2)
+    assert 0 < scores.overall.mean < 1 and scores.overall.ci95 > 0
+
+
+def test_no_group_large_enough_is_refused():
+    with pytest.raises(ValueError, match=r"the largest, a0, has 5\): lower n_way"):
+        fsl.evaluate_within_groups(Recorder(), labelled_dataset(n_classes=14), 6, 1)
+
+
+@pytest.mark.skipif(
+    not (SHARED / "images_background_small2.zip").exists(),
+    reason=f"no real Omniglot zips in {SHARED}",
+)
+def test_eval_within_alphabet_on_the_real_small_zips(tmp_path, tmp_cache):
+    root = tmp_path / "data"
+    (root / "omniglot").mkdir(parents=True)
+    for name in ("images_background_small1", "images_background_small2"):
+        (root / "omniglot" / f"{name}.zip").symlink_to(SHARED / f"{name}.zip")
+    out = tmp_path / "run"
+    train = [
+        *("train", "protonet", "--dataset", "omniglot-small", "--data-root", str(root)),
+        *("--recipe", "quick", "--steps", "2", "--hidden-channels", "8", "--n-way", "5"),
+        *("--test-episodes", "4", "--no-progress", "--device", "cpu", "--out", str(out)),
+    ]
+    command = [sys.executable, "-m", "fslearn"]
+    subprocess.run([*command, *train], check=True, capture_output=True, timeout=300)
+    within = [
+        *("eval", str(out / "checkpoint.pt"), "--data-root", str(root), "--within-alphabet"),
+        *("--n-way", "20", "--n-query", "1", "--episodes", "5", "--device", "cpu"),
+    ]
+    done = subprocess.run([*command, *within, "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert list(result["alphabets"]) == ["Japanese_(katakana)", "Sanskrit"]
+    assert result["left_out"] == {"Tagalog": 17}
+    means = [a["accuracy"] for a in result["alphabets"].values()]
+    assert result["accuracy"] == pytest.approx(sum(means) / 2)
+    printed = subprocess.run([*command, *within], capture_output=True, text=True).stdout
+    assert "Tagalog: left out (17 characters, fewer than 20)" in printed
+    assert "omniglot-small test within one alphabet, 20-way 1-shot" in printed
