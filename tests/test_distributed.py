@@ -17,12 +17,15 @@ steps of up to ``lr`` each in any two runs, one process or several: those may di
 whole unit and change nothing the network computes.
 """
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -357,6 +360,14 @@ def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
     assert results(out)["processes"] == 2
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs still (not exited, nor a zombie waiting for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def test_a_hanging_worker_stops_the_others_within_the_timeout(tmp_path):
     out = tmp_path / "run"
     launch = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port())]
@@ -369,6 +380,7 @@ def test_a_hanging_worker_stops_the_others_within_the_timeout(tmp_path):
         env=_env(),
         start_new_session=True,
     )
+    workers = []
     try:
         deadline = time.monotonic() + 180
         while not (out / "checkpoint.pt").exists():
@@ -378,17 +390,20 @@ def test_a_hanging_worker_stops_the_others_within_the_timeout(tmp_path):
             ["pgrep", "-P", str(job.pid)], capture_output=True, text=True
         ).stdout.split()
         assert len(workers) == 2, workers
-        os.kill(int(workers[-1]), signal.SIGSTOP)  # alive, holding its sockets, silent
+        os.kill(int(workers[1]), signal.SIGSTOP)  # alive, holding its sockets, silent
         stopped = time.monotonic()
-        printed = job.communicate(timeout=120)[0]
+        while _running(int(workers[0])) and time.monotonic() < stopped + 120:
+            time.sleep(0.2)
         waited = time.monotonic() - stopped
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode != 0, printed
-    assert "fslearn train: error: process 0 of 2 lost the others" in printed, printed
+        # torchrun would wait out its grace period for the stopped worker; no need to.
+        # Its workers lead sessions of their own: they are killed one by one.
+        for pid in [*map(int, workers), job.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    printed = job.communicate(timeout=60)[0]
+    assert re.search(r"fslearn train: error: process [01] of 2 lost the others", printed), printed
     assert "--resume" in printed
-    # 10 s of timeout, then torchrun's grace before it kills the stopped worker
-    assert waited < 90, f"the others stopped after {waited:.0f} s"
+    assert waited < 60, f"the other worker stopped after {waited:.0f} s, with a 10 s timeout"
     fsl.read_checkpoint(out / "checkpoint.pt")  # the last checkpoint is whole
     assert not list(out.glob("*.tmp"))
