@@ -50,6 +50,7 @@ from .plot import (
     project_2d,
     show_images,
 )
+from .sampling.augment import random_affine
 from .sampling.episodes import Episode, EpisodeSampler, EpisodeSet
 from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler
@@ -126,6 +127,7 @@ __all__ = [
     "plot_history",
     "project_2d",
     "separation",
+    "random_affine",
     "read_checkpoint",
     "seeded",
     "show_images",

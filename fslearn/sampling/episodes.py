@@ -10,12 +10,13 @@ episodes on which different methods can be compared.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
+from .augment import random_affine
 from .subsets import random_subsets
 
 
@@ -142,6 +143,9 @@ class EpisodeSampler:
             the sequence of episodes is reproducible on that device.
         rotate: rotate each class of each task by a random multiple of 90°
             (the MAML protocol's augmentation); needs square images.
+        augment: warp every image by its own small random affine map
+            (:func:`~fslearn.random_affine` at this strength; 0: none), new drawings of the
+            same characters for a training set with few of them.
 
     Example:
         >>> sampler = EpisodeSampler(fsl.load_embedded("background"), n_way=5, n_shot=1, n_query=15)
@@ -158,21 +162,26 @@ class EpisodeSampler:
         *,
         seed: int = 0,
         rotate: bool = False,
+        augment: float = 0.0,
     ):
         n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
+        if not augment >= 0:
+            raise ValueError(f"augment must be ≥ 0 (0: no distortion); got {augment}")
         height, width = dataset.image_shape[1:]
         if rotate and height != width:
             raise ValueError(f"rotate=True needs square images; got {height}×{width}")
         self.dataset = dataset
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
         self.rotate = rotate
+        self.augment = float(augment)
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
 
     def __repr__(self) -> str:
         return (
             f"EpisodeSampler({self.n_way}-way {self.n_shot}-shot {self.n_query}-query from "
             f"{self.dataset.n_classes} classes on {self.dataset.device}"
-            f"{', rotated' if self.rotate else ''})"
+            f"{', rotated' if self.rotate else ''}"
+            f"{f', augmented ({self.augment:g})' if self.augment else ''})"
         )
 
     def sample(self, n_tasks: int | None = None) -> Episode:
@@ -197,6 +206,12 @@ class EpisodeSampler:
             else None
         )
         episode = _assemble(self.dataset.images, classes, instances, self.n_shot, turns)
+        if self.augment:
+            episode = replace(
+                episode,
+                support_x=random_affine(episode.support_x, self.augment, self.generator),
+                query_x=random_affine(episode.query_x, self.augment, self.generator),
+            )
         return episode if n_tasks is not None else _squeeze_task(episode)
 
     def __iter__(self):
