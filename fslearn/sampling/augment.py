@@ -19,8 +19,9 @@ def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) 
     Args:
         x: float images of shape ``(..., C, H, W)``, background 0 (ink is positive), on the
             generator's device.
-        strength: scales :data:`AFFINE_RANGES`; each amount is uniform in ± its range ×
-            ``strength``. 0 returns ``x`` itself.
+        strength: scales the ranges: at 1, rotations up to ±15°, shears up to ±0.3, scales
+            1 ± 0.15 and shifts up to ±10% of the half-width (``AFFINE_RANGES``), each
+            amount uniform in its range × ``strength``. 0 returns ``x`` itself.
         generator: the source of the amounts (a sampler's, so that a resumed run draws the
             same distortions).
 
