@@ -20,6 +20,13 @@ SMALL = dict(hidden_channels=4, progress=False, seed=3)
 # Each recipe with a budget of 6 steps (pre-training: 4 epochs) and how to stop it halfway.
 RECIPES = {
     "protonet": (fsl.train_protonet, dict(n_way=3, n_shot=2, n_query=2, halve_every=2), "steps", 6),
+    # the minimal recipe's additions: its distortions come from the checkpointed sampler
+    "protonet-minimal": (
+        fsl.train_protonet,
+        dict(n_way=3, n_shot=1, n_query=2, rotate_classes=True, augment=1.0),
+        "steps",
+        6,
+    ),
     "siamese": (fsl.train_siamese, dict(n_pairs=8), "steps", 6),
     "triplet": (
         fsl.train_triplet,

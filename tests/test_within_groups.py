@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fslearn as fsl
+from fslearn.training.presets import MINIMAL, recipe_settings
 
 from synthetic import decode, labelled_dataset
 
@@ -57,7 +58,9 @@ def test_no_group_large_enough_is_refused():
     not (SHARED / "images_background_small2.zip").exists(),
     reason=f"no real Omniglot zips in {SHARED}",
 )
-def test_eval_within_alphabet_on_the_real_small_zips(tmp_path, tmp_cache):
+def test_the_minimal_recipe_then_the_within_alphabet_test_on_the_real_small_zips(
+    tmp_path, tmp_cache
+):
     root = tmp_path / "data"
     (root / "omniglot").mkdir(parents=True)
     for name in ("images_background_small1", "images_background_small2"):
@@ -65,11 +68,15 @@ def test_eval_within_alphabet_on_the_real_small_zips(tmp_path, tmp_cache):
     out = tmp_path / "run"
     train = [
         *("train", "protonet", "--dataset", "omniglot-small", "--data-root", str(root)),
-        *("--recipe", "quick", "--steps", "2", "--hidden-channels", "8", "--n-way", "5"),
+        *("--recipe", "minimal", "--steps", "2", "--hidden-channels", "8"),
         *("--test-episodes", "4", "--no-progress", "--device", "cpu", "--out", str(out)),
     ]
     command = [sys.executable, "-m", "fslearn"]
     subprocess.run([*command, *train], check=True, capture_output=True, timeout=300)
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings == {**MINIMAL, "steps": 2, "hidden_channels": 8, "n_shot": 1}
+    trained = fsl.read_checkpoint(out / "checkpoint.pt")["config"]
+    assert trained["train_classes"] == 4 * 136  # every small1 character at 4 rotations
     within = [
         *("eval", str(out / "checkpoint.pt"), "--data-root", str(root), "--within-alphabet"),
         *("--n-way", "20", "--n-query", "1", "--episodes", "5", "--device", "cpu"),
@@ -84,3 +91,9 @@ def test_eval_within_alphabet_on_the_real_small_zips(tmp_path, tmp_cache):
     printed = subprocess.run([*command, *within], capture_output=True, text=True).stdout
     assert "Tagalog: left out (17 characters, fewer than 20)" in printed
     assert "omniglot-small test within one alphabet, 20-way 1-shot" in printed
+
+
+@pytest.mark.parametrize("method,dataset", [("maml", "omniglot-small"), ("protonet", "omniglot")])
+def test_the_minimal_recipe_is_for_protonet_on_the_small_set(method, dataset):
+    with pytest.raises(ValueError, match=rf"got {method} on {dataset}: use --recipe paper"):
+        recipe_settings(method, dataset, recipe="minimal")

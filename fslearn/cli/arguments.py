@@ -54,6 +54,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _augment(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0 (0: none); got {text!r}")
+    return value
+
+
 def _test_options(parser) -> None:
     parser.add_argument(
         "--dataset", choices=DATASETS, help="default: the dataset the checkpoint was trained on"
@@ -97,7 +107,8 @@ def parser() -> argparse.ArgumentParser:
         choices=RECIPES,
         default="paper",
         help="paper: the published hyperparameters and budgets; "
-        "quick: Conv4-32, a few hundred steps",
+        "quick: Conv4-32, a few hundred steps; minimal: protonet on omniglot-small "
+        "(rotations as classes, affine distortions; about 20 minutes on a 2-core CPU)",
     )
     for name, kind, text in [
         ("n-way", _ways, "classes per training task"),
@@ -114,6 +125,7 @@ def parser() -> argparse.ArgumentParser:
         ("episodes-per-step", _positive, "episodes per optimizer step (protonet)"),
         ("batch-size", _positive, "images per batch (pretrain)"),
         ("n-pairs", _positive, "pairs per step (siamese)"),
+        ("augment", _augment, "strength of the random affine distortions (protonet; 0: none)"),
     ]:
         p.add_argument(f"--{name}", type=kind, help=f"{text} (default: the recipe's)")
     p.add_argument(

@@ -34,6 +34,7 @@ OVERRIDES = (
     "episodes_per_step",
     "batch_size",
     "n_pairs",
+    "augment",
     "compile",
 )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.dataset import FewShotDataset
+from ..data.dataset import FewShotDataset, with_rotations
 from ..distributed import SINGLE, World
 from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
@@ -38,6 +38,8 @@ def train_protonet(
     halve_every: int = 2_000,
     distance: str = "euclidean",
     hidden_channels: int = 64,
+    rotate_classes: bool = False,
+    augment: float = 0.0,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -62,6 +64,11 @@ def train_protonet(
         steps: optimizer steps to take.
         lr, halve_every: Adam's learning rate and its halving period, in steps.
         distance: ``"euclidean"`` or ``"cosine"`` (see :class:`~fslearn.ProtoNet`).
+        rotate_classes: train on ``fsl.with_rotations(train)``, each class at 0°, 90°,
+            180° and 270° a class of its own (four times the classes, as in the paper's
+            Omniglot protocol; for a dataset not rotated already).
+        augment: warp every training image by its own small random affine map, at this
+            strength (``EpisodeSampler(augment=)``; 0: none).
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
         device: defaults to the device of ``train``.
         checkpoint: save (and with ``resume``, continue) the run there; see
@@ -76,15 +83,23 @@ def train_protonet(
     spec, learner, train = setup_recipe(
         "protonet", train, hidden_channels, device, seed, distance=distance
     )
+    if rotate_classes:
+        train = with_rotations(train)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
-    sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed)
+    sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, augment=augment)
     mine = world.share(episodes_per_step, "episodes_per_step")
     config = dict(
         n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every
     )
-    if episodes_per_step != 1:
-        config["episodes_per_step"] = episodes_per_step
+    # Only when set, so that the records of earlier runs read the same.
+    for name, value in dict(
+        episodes_per_step=episodes_per_step != 1 and episodes_per_step,
+        rotate_classes=rotate_classes,
+        augment=augment,
+    ).items():
+        if value:
+            config[name] = value
     track_recipe(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
 
     def step_loss(_):

@@ -47,7 +47,7 @@ METHODS = {
     "anil": (train_maml, {"anil": True}),
     "pretrain": (train_pretrained, {}),
 }
-RECIPES = ("paper", "quick")
+RECIPES = ("paper", "quick", "minimal")
 MAML_FAMILY = ("maml", "fomaml", "anil")
 
 #: The MAML settings of Finn et al. (2017) for Omniglot 5-way, Omniglot 20-way and
@@ -101,6 +101,30 @@ def _quick(method: str, n_way: int | None, n_shot: int) -> dict:
     return settings
 
 
+#: The ``"minimal"`` recipe: a prototypical network for the Omniglot challenge's minimal
+#: setting (Lake et al. 2019), trained on ``images_background_small1``'s 5 alphabets alone
+#: within 20 minutes on a 2-core CPU; ``benchmarks/bench_minimal.py`` measures what each
+#: choice adds on 20-way 1-shot episodes within one alphabet.
+MINIMAL = dict(
+    n_way=20,
+    n_query=5,
+    steps=4000,
+    halve_every=1300,
+    hidden_channels=64,
+    rotate_classes=True,
+    augment=1.0,
+)
+
+
+def _minimal(method: str, dataset: str, n_way: int | None, n_shot: int) -> dict:
+    if method != "protonet" or dataset != "omniglot-small":
+        raise ValueError(
+            f"the minimal recipe trains protonet on omniglot-small (the Omniglot challenge's "
+            f"minimal setting); got {method} on {dataset}: use --recipe paper or quick"
+        )
+    return {**MINIMAL, "n_way": n_way or MINIMAL["n_way"], "n_shot": n_shot}
+
+
 def recipe_settings(
     method: str, dataset: str, *, recipe: str = "paper", n_way: int | None = None, n_shot: int = 1
 ) -> dict:
@@ -113,7 +137,8 @@ def recipe_settings(
         recipe: ``"paper"`` — the published hyperparameters (the table above) at the
             recipes' full budgets (20 000 episodes, 60 000 meta-iterations, …);
             ``"quick"`` — Conv4-32 and a few hundred steps, a CPU-sized check that a
-            run works end to end.
+            run works end to end; ``"minimal"`` — :data:`MINIMAL`, protonet on
+            ``omniglot-small`` only.
         n_way, n_shot: the training tasks, where the paper's settings depend on them.
 
     Returns:
@@ -125,6 +150,8 @@ def recipe_settings(
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {RECIPES}")
     if recipe == "paper":
         settings = _paper(method, dataset, n_way, n_shot)
+    elif recipe == "minimal":
+        settings = _minimal(method, dataset, n_way, n_shot)
     else:
         settings = _quick(method, n_way, n_shot)
     return {**METHODS[method][1], **settings}
