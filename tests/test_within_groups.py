@@ -54,17 +54,18 @@ def test_no_group_large_enough_is_refused():
         fsl.evaluate_within_groups(Recorder(), labelled_dataset(n_classes=14), 6, 1)
 
 
-@pytest.mark.skipif(
-    not (SHARED / "images_background_small2.zip").exists(),
-    reason=f"no real Omniglot zips in {SHARED}",
-)
-def test_the_minimal_recipe_then_the_within_alphabet_test_on_the_real_small_zips(
-    tmp_path, tmp_cache
-):
-    root = tmp_path / "data"
-    (root / "omniglot").mkdir(parents=True)
+@pytest.fixture
+def root(tmp_path, tmp_cache) -> Path:
+    """A data root holding the two real small zips (linked, never copied into the repository)."""
+    if not (SHARED / "images_background_small2.zip").exists():
+        pytest.skip(f"no real Omniglot zips in {SHARED}")
+    (tmp_path / "data" / "omniglot").mkdir(parents=True)
     for name in ("images_background_small1", "images_background_small2"):
-        (root / "omniglot" / f"{name}.zip").symlink_to(SHARED / f"{name}.zip")
+        (tmp_path / "data" / "omniglot" / f"{name}.zip").symlink_to(SHARED / f"{name}.zip")
+    return tmp_path / "data"
+
+
+def test_the_minimal_recipe_then_the_within_alphabet_test_on_the_real_small_zips(tmp_path, root):
     out = tmp_path / "run"
     train = [
         *("train", "protonet", "--dataset", "omniglot-small", "--data-root", str(root)),
@@ -97,3 +98,30 @@ def test_the_minimal_recipe_then_the_within_alphabet_test_on_the_real_small_zips
 def test_the_minimal_recipe_is_for_protonet_on_the_small_set(method, dataset):
     with pytest.raises(ValueError, match=rf"got {method} on {dataset}: use --recipe paper"):
         recipe_settings(method, dataset, recipe="minimal")
+
+
+def test_the_ablation_benchmark_runs_every_row(tmp_path, root):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_minimal.py"
+    out = tmp_path / "ablation.json"
+    quick = ["--scale", "0.002", "--episodes", "3", "--threads", "1", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(script), "--data-root", str(root), *quick],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["row"] for r in rows] == [
+        "baseline",
+        "+ rotations as classes",
+        "+ affine distortions",
+        "+ the recipe's budget",
+    ]
+    assert [r.get("rotate_classes", False) for r in rows] == [False, True, True, True]
+    assert rows[-1]["steps"] == round(MINIMAL["steps"] * 0.002)
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 100 and row["train_s"] > 0
+        assert row["accuracy"] == pytest.approx(
+            (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
+        )
