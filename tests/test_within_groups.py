@@ -73,11 +73,14 @@ def test_the_minimal_recipe_then_the_within_alphabet_test_on_the_real_small_zips
         *("--test-episodes", "4", "--no-progress", "--device", "cpu", "--out", str(out)),
     ]
     command = [sys.executable, "-m", "fslearn"]
-    subprocess.run([*command, *train], check=True, capture_output=True, timeout=300)
+    trained = subprocess.run(
+        [*command, *train], check=True, capture_output=True, text=True, timeout=300
+    ).stdout
+    assert "(544 classes at 4 rotations)" in trained.splitlines()[0]
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert settings == {**MINIMAL, "steps": 2, "hidden_channels": 8, "n_shot": 1}
-    trained = fsl.read_checkpoint(out / "checkpoint.pt")["config"]
-    assert trained["train_classes"] == 4 * 136  # every small1 character at 4 rotations
+    record = fsl.read_checkpoint(out / "checkpoint.pt")["config"]
+    assert record["train_classes"] == 4 * 136  # every small1 character at 4 rotations
     within = [
         *("eval", str(out / "checkpoint.pt"), "--data-root", str(root), "--within-alphabet"),
         *("--n-way", "20", "--n-query", "1", "--episodes", "5", "--device", "cpu"),

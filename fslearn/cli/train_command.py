@@ -181,8 +181,10 @@ def train(args) -> int:
             )
         say = print if world.is_main else lambda *_: None
         processes = f" in {world.size} processes" if world.size > 1 else ""
+        rotated = " at 4 rotations" if settings.get("rotate_classes") else ""
+        classes = train_set.n_classes * (4 if rotated else 1)
         say(
-            f"{method} on {train_set.name} ({train_set.n_classes} classes) on {device}"
+            f"{method} on {train_set.name} ({classes} classes{rotated}) on {device}"
             f"{processes}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
         )
         if resume:

@@ -103,13 +103,13 @@ def _quick(method: str, n_way: int | None, n_shot: int) -> dict:
 
 #: The ``"minimal"`` recipe: a prototypical network for the Omniglot challenge's minimal
 #: setting (Lake et al. 2019), trained on ``images_background_small1``'s 5 alphabets alone
-#: within 20 minutes on a 2-core CPU; ``benchmarks/bench_minimal.py`` measures what each
-#: choice adds on 20-way 1-shot episodes within one alphabet.
+#: within 20 minutes on a 2-core CPU (17 measured); ``benchmarks/bench_minimal.py`` measures
+#: what each choice adds on 20-way 1-shot episodes within one alphabet.
 MINIMAL = dict(
     n_way=20,
     n_query=5,
-    steps=4000,
-    halve_every=1300,
+    steps=9000,
+    halve_every=3000,
     hidden_channels=64,
     rotate_classes=True,
     augment=1.0,
