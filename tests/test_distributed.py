@@ -323,6 +323,18 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     assert results(straight)["accuracy"] == results(moved)["accuracy"]
 
 
+def _workers_once_checkpointed(job: subprocess.Popen, out) -> list[int]:
+    """The two worker pids of the torchrun ``job``, once its first checkpoint is on disk."""
+    deadline = time.monotonic() + 180
+    while not (out / "checkpoint.pt").exists():
+        assert job.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    found = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True)
+    workers = [int(pid) for pid in found.stdout.split()]
+    assert len(workers) == 2, workers
+    return workers
+
+
 def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
     out = tmp_path / "run"
     # The c10d rendezvous (here --standalone's, on localhost) is what a restart needs: with
@@ -339,15 +351,8 @@ def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while not (out / "checkpoint.pt").exists():
-            assert job.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.2)
-        workers = subprocess.run(
-            ["pgrep", "-P", str(job.pid)], capture_output=True, text=True
-        ).stdout.split()
-        assert len(workers) == 2, workers
-        os.kill(int(workers[-1]), signal.SIGKILL)
+        workers = _workers_once_checkpointed(job, out)
+        os.kill(workers[-1], signal.SIGKILL)
         printed = job.communicate(timeout=300)[0]
     finally:
         if job.poll() is None:
@@ -382,23 +387,16 @@ def test_a_hanging_worker_stops_the_others_within_the_timeout(tmp_path):
     )
     workers = []
     try:
-        deadline = time.monotonic() + 180
-        while not (out / "checkpoint.pt").exists():
-            assert job.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.2)
-        workers = subprocess.run(
-            ["pgrep", "-P", str(job.pid)], capture_output=True, text=True
-        ).stdout.split()
-        assert len(workers) == 2, workers
-        os.kill(int(workers[1]), signal.SIGSTOP)  # alive, holding its sockets, silent
+        workers = _workers_once_checkpointed(job, out)
+        os.kill(workers[1], signal.SIGSTOP)  # alive, holding its sockets, silent
         stopped = time.monotonic()
-        while _running(int(workers[0])) and time.monotonic() < stopped + 120:
+        while _running(workers[0]) and time.monotonic() < stopped + 120:
             time.sleep(0.2)
         waited = time.monotonic() - stopped
     finally:
         # torchrun would wait out its grace period for the stopped worker; no need to.
         # Its workers lead sessions of their own: they are killed one by one.
-        for pid in [*map(int, workers), job.pid]:
+        for pid in [*workers, job.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     printed = job.communicate(timeout=60)[0]
