@@ -17,6 +17,11 @@ from ..training.specs import load_learner
 from .support import UsageError, dataset_for, parse_device
 
 
+def _task_batch(learner) -> int | None:
+    """Episodes to give ``learner`` at once: 50 for the learners that take task batches."""
+    return 50 if isinstance(learner, GradientLearner) else None
+
+
 def test_checkpoint(
     checkpoint: Path,
     *,
@@ -36,9 +41,13 @@ def test_checkpoint(
     learner = load_learner(checkpoint, n_way=n_way, image_shape=test.image_shape, device=device)
     episode_set = EpisodeSet(test, n_way, n_shot, n_query, episodes, seed=seed)
     start = time.perf_counter()
-    batch = 50 if isinstance(learner, GradientLearner) else None  # learners that take task batches
     accuracy = evaluate(
-        learner, episode_set, batch_size=batch, progress=progress, desc="testing", world=world
+        learner,
+        episode_set,
+        batch_size=_task_batch(learner),
+        progress=progress,
+        desc="testing",
+        world=world,
     )
     return {
         "checkpoint": str(checkpoint),
@@ -128,7 +137,7 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
         args.n_query,
         args.episodes,
         seed=args.seed,
-        batch_size=50 if isinstance(learner, GradientLearner) else None,
+        batch_size=_task_batch(learner),
         progress=progress,
     )
     result = {

@@ -93,13 +93,12 @@ def train_protonet(
         n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every
     )
     # Only when set, so that the records of earlier runs read the same.
-    for name, value in dict(
-        episodes_per_step=episodes_per_step != 1 and episodes_per_step,
-        rotate_classes=rotate_classes,
-        augment=augment,
-    ).items():
-        if value:
-            config[name] = value
+    if episodes_per_step != 1:
+        config["episodes_per_step"] = episodes_per_step
+    if rotate_classes:
+        config["rotate_classes"] = True
+    if augment:
+        config["augment"] = augment
     track_recipe(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
 
     def step_loss(_):
