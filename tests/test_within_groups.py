@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fslearn as fsl
+from fslearn import bench
 from fslearn.training.presets import MINIMAL, recipe_settings
 
 from synthetic import decode, labelled_dataset
@@ -111,20 +112,30 @@ def test_the_ablation_benchmark_runs_every_row(tmp_path, root):
         [sys.executable, str(script), "--data-root", str(root), *quick],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["row"] for r in rows] == [
-        "baseline",
-        "+ rotations as classes",
-        "+ affine distortions",
-        "+ the recipe's budget",
-    ]
-    assert [r.get("rotate_classes", False) for r in rows] == [False, True, True, True]
-    assert rows[-1]["steps"] == round(MINIMAL["steps"] * 0.002)
-    for row in rows:
-        assert 0 <= row["accuracy"] <= 100 and row["train_s"] > 0
+    record = json.loads(out.read_text())
+    assert record["setting"] == bench.SETTING
+    assert record["command"].startswith("python benchmarks/bench_minimal.py --data-root")
+    rows = {row["row"]: row for row in record["rows"]}
+    assert list(rows) == [*bench.KEPT, *bench.DROPPED]
+    kept = [row for row in record["rows"] if row["kept"]]
+    assert [row["row"] for row in kept] == list(bench.KEPT)
+    assert [row["compared_with"] for row in kept] == [None, *list(bench.KEPT)[:-1]]
+    assert [r.get("rotate_classes", False) for r in kept] == [False, True, True, True]
+    recipe = {key: kept[-1][key] for key in MINIMAL}
+    assert recipe == {**MINIMAL, "steps": round(MINIMAL["steps"] * 0.002), "halve_every": 6}
+    for name, (base, change, _) in bench.DROPPED.items():
+        assert rows[name]["compared_with"] == base and not rows[name]["kept"]
+        assert all(rows[name][key] == value for key, value in change.items() if value), name
+    # 1 500 steps × 0.002 = 3; halving only at the last step; a third of the steps at 60-way
+    assert rows["no learning-rate decay"]["halve_every"] == rows["baseline"]["steps"] == 3
+    assert rows["60-way episodes, a third of the steps"]["steps"] == 1
+    assert rows["+ test-time augmentation"]["train_s"] == 0
+    for row in rows.values():
+        assert 0 <= row["accuracy"] <= 100 and row["test_s"] > 0 and row["test_episodes"] == 3
         assert row["accuracy"] == pytest.approx(
             (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
         )
+        assert row["train_s"] > 0 or row["row"] == "+ test-time augmentation"

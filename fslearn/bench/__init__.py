@@ -23,29 +23,51 @@ None of this is part of ``fslearn.__all__``: ``from fslearn import bench``.
 
 from .baselines import dataloader_episodes, per_task_meta_loss
 from .maml import BASELINE, COMPILED, EAGER, MAML_COLUMNS, MAML_SETTINGS, maml_speed
-from .report import command_line, format_table, recorded_maml_speed, results_record, write_results
+from .minimal import ABLATION_COLUMNS, DROPPED, KEPT, SETTING, AveragedViews, minimal_ablation
+from .report import (
+    command_line,
+    format_table,
+    recorded_maml_speed,
+    recorded_minimal_ablation,
+    results_record,
+    write_results,
+)
 from .sampler import SAMPLER_COLUMNS, sampler_speed
-from .tables import provenance_table, reference_maml_speed, reference_table, speed_table
+from .tables import (
+    ablation_table,
+    provenance_table,
+    reference_maml_speed,
+    reference_table,
+    speed_table,
+)
 from .timing import device_name
 from .validation import format_validation, recorded_gpu_validation, write_validation
 
 __all__ = [
+    "ABLATION_COLUMNS",
     "BASELINE",
     "COMPILED",
+    "DROPPED",
     "EAGER",
+    "KEPT",
     "MAML_COLUMNS",
     "MAML_SETTINGS",
     "SAMPLER_COLUMNS",
+    "SETTING",
+    "AveragedViews",
+    "ablation_table",
     "command_line",
     "dataloader_episodes",
     "device_name",
     "format_table",
     "format_validation",
     "maml_speed",
+    "minimal_ablation",
     "per_task_meta_loss",
     "provenance_table",
     "recorded_gpu_validation",
     "recorded_maml_speed",
+    "recorded_minimal_ablation",
     "reference_maml_speed",
     "reference_table",
     "results_record",

@@ -14,6 +14,7 @@ from .timing import device_name
 
 # Inside the package, not beside it, so that chapters 7 and 8 find it in a pip install and in Colab.
 RESULTS_FILE = "results/maml_speed.json"
+ABLATION_FILE = "results/minimal_ablation.json"
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -28,7 +29,7 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
         max([len(header)] + [len(line[i]) for line in cells]) for i, header in enumerate(headers)
     ]
     # Text columns read best left-aligned, numbers right-aligned so their digits line up.
-    left = [bool(rows) and isinstance(rows[0][key], str) for key, _, _ in columns]
+    left = [any(isinstance(row[key], str) for row in rows) for key, _, _ in columns]
 
     def line(values):
         return (
@@ -67,12 +68,16 @@ def command_line(argv: list[str]) -> str:
     return shlex.join(kept)
 
 
-def results_record(rows: list[dict], *, command: str, device, notes: str) -> dict:
+def results_record(
+    rows: list[dict], *, command: str, device, notes: str, setting: str | None = None
+) -> dict:
     """The results file's content: the rows with the command, date, device, torch and fslearn
-    versions behind them."""
+    versions behind them, and with ``setting`` (what the rows measured, in words) if given."""
     from .. import __version__  # here, not at import: fslearn/__init__ may still be running
 
+    described = {} if setting is None else {"setting": setting}
     return {
+        **described,
         "command": command,
         "date": datetime.date.today().isoformat(),
         "device": device_name(device),
@@ -83,12 +88,16 @@ def results_record(rows: list[dict], *, command: str, device, notes: str) -> dic
     }
 
 
-def write_results(path, rows: list[dict], *, argv: list[str], device, notes: str) -> dict:
+def write_results(
+    path, rows: list[dict], *, argv: list[str], device, notes: str, setting: str | None = None
+) -> dict:
     """Write :func:`results_record` of ``rows`` to ``path`` as JSON, atomically; return the record.
 
     ``argv`` is the command that produced the rows, as :func:`command_line` records it.
     """
-    record = results_record(rows, command=command_line(argv), device=device, notes=notes)
+    record = results_record(
+        rows, command=command_line(argv), device=device, notes=notes, setting=setting
+    )
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return record
@@ -103,3 +112,15 @@ def recorded_maml_speed() -> dict:
     ``python benchmarks/bench_maml.py --device cuda --out fslearn/results/maml_speed.json``.
     """
     return json.loads(resources.files("fslearn").joinpath(RESULTS_FILE).read_text(encoding="utf-8"))
+
+
+def recorded_minimal_ablation() -> dict:
+    """The minimal recipe's ablation shipped with fslearn, as :func:`results_record` wrote it.
+
+    It lives in ``fslearn/results/minimal_ablation.json``; chapter 8 shows it
+    (``ablation_table()`` and ``provenance_table()``). ``python benchmarks/bench_minimal.py
+    --data-root DIR --out fslearn/results/minimal_ablation.json`` regenerates it (about an
+    hour on a 2-core CPU).
+    """
+    file = resources.files("fslearn").joinpath(ABLATION_FILE)
+    return json.loads(file.read_text(encoding="utf-8"))

@@ -137,3 +137,33 @@ def reference_table(record: dict):
         ]
     table = pd.DataFrame(columns, index=pd.Index([name for name, _ in keys], name="implementation"))
     return table.astype(object).where(table.notna(), NOT_MEASURED)
+
+
+def ablation_table(record: dict):
+    """The rows of :func:`minimal_ablation` as a DataFrame indexed by row, in the record's order.
+
+    Columns: the row it changes ("—" for the baseline), whether the recipe kept the change,
+    the accuracy as "mean ± CI" (%), its difference from the row it changes (percentage
+    points), each alphabet's accuracy (%) and the training time (minutes).
+    """
+    pd = _pandas()
+    rows = record["rows"]
+    accuracy = {row["row"]: row["accuracy"] for row in rows}
+    alphabets = [key for key in rows[0] if key.endswith(" (%)")]
+    columns = {
+        "changes": [row["compared_with"] or NOT_MEASURED for row in rows],
+        "kept": ["yes" if row["kept"] else "no" for row in rows],
+        "accuracy (%)": [f"{row['accuracy']:.1f} ± {row['ci95']:.1f}" for row in rows],
+        "Δ (points)": [
+            None if row["compared_with"] is None
+            else round(row["accuracy"] - accuracy[row["compared_with"]], 1)
+            for row in rows
+        ],
+        **{
+            key.split("_")[0].replace(" (%)", "") + " (%)": [round(row[key], 1) for row in rows]
+            for key in alphabets
+        },
+        "train (min)": [round(row["train_s"] / 60, 1) for row in rows],
+    }  # fmt: skip
+    table = pd.DataFrame(columns, index=pd.Index([row["row"] for row in rows], name="row"))
+    return table.astype(object).where(table.notna(), NOT_MEASURED)

@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
         default="paper",
         help="paper: the published hyperparameters and budgets; "
         "quick: Conv4-32, a few hundred steps; minimal: protonet on omniglot-small "
-        "(rotations as classes, affine distortions; about 17 minutes on a 2-core CPU)",
+        "(rotations as classes, affine distortions; 14 to 17 minutes on a 2-core CPU)",
     )
     for name, kind, text in [
         ("n-way", _ways, "classes per training task"),

@@ -103,10 +103,12 @@ def _quick(method: str, n_way: int | None, n_shot: int) -> dict:
 
 #: The ``"minimal"`` recipe: a prototypical network for the Omniglot challenge's minimal
 #: setting (Lake et al. 2019), trained on ``images_background_small1``'s 5 alphabets alone
-#: within 20 minutes on a 2-core CPU (17 measured); ``benchmarks/bench_minimal.py`` measures
-#: what each choice adds on 20-way 1-shot episodes within one alphabet.
+#: within 20 minutes on a 2-core CPU (14 to 17 measured); ``benchmarks/bench_minimal.py`` measures
+#: what each choice adds on 20-way 1-shot episodes within one alphabet. In Python:
+#: ``fsl.train_protonet(small1, **MINIMAL)``.
 MINIMAL = dict(
     n_way=20,
+    n_shot=1,
     n_query=5,
     steps=9000,
     halve_every=3000,
