@@ -6,12 +6,12 @@ Every row trains on ``images_background_small1`` alone, the five alphabets of th
 challenge's minimal setting (``fslearn.bench.minimal_ablation``). The kept rows build
 ``--recipe minimal`` one choice at a time, each adding to the row above it: a prototypical
 network (Conv4-64, 20-way 1-shot episodes with 5 queries, 1 500 steps, Adam 1e-3 halved every
-500); the rotations of every character as classes of their own; small random affine
-distortions of every training image; the recipe's budget (``fsl.training.presets.MINIMAL``).
-The dropped rows change one kept row each: the triplet loss with semi-hard mining, or
+500); the rotations of every character as classes of their own; its reflections too; small
+random affine distortions of every training image; the recipe's budget
+(``fsl.training.presets.MINIMAL``); test-time augmentation (8 views of every test image). The
+dropped rows change one kept row each: the triplet loss with semi-hard mining, or
 pre-training + nearest centroid, for the prototypical loss; no learning-rate decay; 56 px
-inputs; reflections as more classes; 60-way episodes; the 1 623 embedded characters as more
-classes; test-time augmentation.
+inputs; 60-way episodes; the 1 623 embedded characters as more classes.
 
 Every row is scored on the same fixed episodes, 200 20-way 1-shot episodes with one query
 per class drawn within each alphabet of ``images_background_small2`` that small1 lacks

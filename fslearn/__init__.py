@@ -15,7 +15,7 @@ from all of them, ``common`` serves all of them, and ``bench`` times them.
 from .common import atomic_path, cache_dir, default_device, model_device, seeded
 from .data.archives import extract_zip
 from .data.catalog import DATASETS, load_dataset
-from .data.dataset import FewShotDataset, to_float, with_rotations
+from .data.dataset import FewShotDataset, to_float, with_reflections, with_rotations
 from .data.embedded import load_embedded
 from .data.lake_runs import OneShotRun, download_runs, evaluate_runs, load_runs
 from .data.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
@@ -38,6 +38,7 @@ from .methods.nearest_neighbour import NearestNeighbourLearner
 from .methods.prototypes import NearestPrototype, ProtoNet
 from .methods.siamese import SiameseNet, contrastive_loss
 from .methods.triplet import mine_triplets, triplet_batch_loss, triplet_loss
+from .methods.views import AveragedViews, with_test_views
 from .models.classifier import Classifier
 from .models.conv4 import Conv4, conv_block
 from .models.task_batch_norm import TaskBatchNorm2d
@@ -66,6 +67,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Accuracy",
+    "AveragedViews",
     "Checkpoint",
     "Classifier",
     "Conv4",
@@ -141,5 +143,7 @@ __all__ = [
     "train_triplet",
     "triplet_batch_loss",
     "triplet_loss",
+    "with_reflections",
     "with_rotations",
+    "with_test_views",
 ]

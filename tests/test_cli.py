@@ -106,6 +106,25 @@ def test_eval_reproduces_the_test_of_train_and_prints_json(protonet_run):
     assert "embedded test, 5-way 5-shot, 4 episodes of 5 queries per class:" in text
 
 
+def test_eval_with_test_views_scores_embeddings_averaged_over_the_views(protonet_run):
+    out, _ = protonet_run
+    checkpoint = out / "checkpoint.pt"
+    shown = json.loads(
+        fslearn("eval", checkpoint, "--episodes", 4, "--test-views", 3, "--json").stdout
+    )
+    assert shown["test_views"] == 3
+    assert "test_views" not in json.loads(fslearn("eval", checkpoint, "--json").stdout)
+    device = torch.device(json.loads((out / "config.json").read_text())["device"])
+    dataset = fsl.load_dataset("embedded", "test", progress=False, device=device)
+    learner = fsl.load_learner(checkpoint, n_way=5, image_shape=(1, 28, 28), device=device)
+    episodes = fsl.EpisodeSet(dataset, 5, 1, 15, n_episodes=4, seed=0)
+    by_hand = fsl.evaluate(fsl.with_test_views(learner, 3), episodes)
+    assert shown["accuracy"] == pytest.approx(by_hand.mean, abs=1e-6)
+    assert shown["ci95"] == pytest.approx(by_hand.ci95, abs=1e-6)
+    text = fslearn("eval", checkpoint, "--episodes", 4, "--test-views", 3, "--no-progress")
+    assert "4 episodes of 15 queries per class, 3 views per image:" in text.stdout
+
+
 def test_interrupted_cli_run_resumes_to_the_same_weights(tmp_path):
     args = ["train", "maml", *TINY, "--meta-batch", 2, "--test-steps", 1]
     fslearn(*args, "--steps", 4, "--out", tmp_path / "straight")
@@ -122,6 +141,13 @@ def test_pretrain_trains_in_epochs_and_tests_with_a_fitted_head(tmp_path):
     out = tmp_path / "pretrain"
     result = fslearn("train", "pretrain", *TINY, "--epochs", 1, "--out", out)
     assert "5-way 1-shot" in result.stdout
+    fails(
+        "eval",
+        out / "checkpoint.pt",
+        "--test-views",
+        4,
+        match="holds a pretrain learner (FineTune): leave --test-views out",
+    )
     fails(
         "train",
         "pretrain",

@@ -11,7 +11,7 @@ import torch
 
 import fslearn as fsl
 from fslearn import bench
-from fslearn.training.presets import MINIMAL, recipe_settings
+from fslearn.training.presets import MINIMAL, MINIMAL_TEST_VIEWS, recipe_settings
 
 from synthetic import decode, labelled_dataset
 
@@ -77,11 +77,11 @@ def test_the_minimal_recipe_then_the_within_alphabet_test_on_the_real_small_zips
     trained = subprocess.run(
         [*command, *train], check=True, capture_output=True, text=True, timeout=300
     ).stdout
-    assert "(544 classes at 4 rotations)" in trained.splitlines()[0]
+    assert "(1088 classes at 4 rotations × 2 reflections)" in trained.splitlines()[0]
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert settings == {**MINIMAL, "steps": 2, "hidden_channels": 8, "n_shot": 1}
     record = fsl.read_checkpoint(out / "checkpoint.pt")["config"]
-    assert record["train_classes"] == 4 * 136  # every small1 character at 4 rotations
+    assert record["train_classes"] == 8 * 136  # every small1 character, 4 rotations × 2 mirrors
     within = [
         *("eval", str(out / "checkpoint.pt"), "--data-root", str(root), "--within-alphabet"),
         *("--n-way", "20", "--n-query", "1", "--episodes", "5", "--device", "cpu"),
@@ -123,18 +123,20 @@ def test_the_ablation_benchmark_runs_every_row(tmp_path, root):
     kept = [row for row in record["rows"] if row["kept"]]
     assert [row["row"] for row in kept] == list(bench.KEPT)
     assert [row["compared_with"] for row in kept] == [None, *list(bench.KEPT)[:-1]]
-    assert [r.get("rotate_classes", False) for r in kept] == [False, True, True, True]
+    assert [r.get("rotate_classes", False) for r in kept] == [False] + [True] * (len(kept) - 1)
     recipe = {key: kept[-1][key] for key in MINIMAL}
     assert recipe == {**MINIMAL, "steps": round(MINIMAL["steps"] * 0.002), "halve_every": 6}
+    # Test-time augmentation scores the network of the row above: no training of its own.
+    assert kept[-1]["test_views"] == MINIMAL_TEST_VIEWS and kept[-1]["train_s"] == 0
     for name, (base, change, _) in bench.DROPPED.items():
         assert rows[name]["compared_with"] == base and not rows[name]["kept"]
         assert all(rows[name][key] == value for key, value in change.items() if value), name
     # 1 500 steps × 0.002 = 3; halving only at the last step; a third of the steps at 60-way
     assert rows["no learning-rate decay"]["halve_every"] == rows["baseline"]["steps"] == 3
     assert rows["60-way episodes, a third of the steps"]["steps"] == 1
-    assert rows["+ test-time augmentation"]["train_s"] == 0
     for row in rows.values():
         assert 0 <= row["accuracy"] <= 100 and row["test_s"] > 0 and row["test_episodes"] == 3
+        assert len(row["per_episode"]) == 6
         assert row["accuracy"] == pytest.approx(
             (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
         )

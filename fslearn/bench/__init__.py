@@ -23,7 +23,7 @@ None of this is part of ``fslearn.__all__``: ``from fslearn import bench``.
 
 from .baselines import dataloader_episodes, per_task_meta_loss
 from .maml import BASELINE, COMPILED, EAGER, MAML_COLUMNS, MAML_SETTINGS, maml_speed
-from .minimal import ABLATION_COLUMNS, DROPPED, KEPT, SETTING, AveragedViews, minimal_ablation
+from .minimal import ABLATION_COLUMNS, DROPPED, KEPT, SETTING, minimal_ablation
 from .report import (
     command_line,
     format_table,
@@ -35,6 +35,7 @@ from .report import (
 from .sampler import SAMPLER_COLUMNS, sampler_speed
 from .tables import (
     ablation_table,
+    paired_difference,
     provenance_table,
     reference_maml_speed,
     reference_table,
@@ -54,7 +55,6 @@ __all__ = [
     "MAML_SETTINGS",
     "SAMPLER_COLUMNS",
     "SETTING",
-    "AveragedViews",
     "ablation_table",
     "command_line",
     "dataloader_episodes",
@@ -63,6 +63,7 @@ __all__ = [
     "format_validation",
     "maml_speed",
     "minimal_ablation",
+    "paired_difference",
     "per_task_meta_loss",
     "provenance_table",
     "recorded_gpu_validation",

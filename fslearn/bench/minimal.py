@@ -13,10 +13,10 @@ from ..data.catalog import load_dataset
 from ..data.dataset import FewShotDataset
 from ..evaluation.groups import evaluate_within_groups
 from ..methods.prototypes import NearestPrototype
-from ..sampling.augment import random_affine
+from ..methods.views import with_test_views
 from ..training.gradient_recipes import train_pretrained
 from ..training.metric_recipes import train_protonet, train_triplet
-from ..training.presets import MINIMAL
+from ..training.presets import MINIMAL, MINIMAL_TEST_VIEWS
 from .timing import sync
 
 #: The first row: a prototypical network as ``fslearn train protonet`` trains it, on 20-way
@@ -28,8 +28,11 @@ BASELINE_SETTINGS = dict(
 KEPT = {
     "baseline": {},
     "+ rotations as classes": dict(rotate_classes=True),
+    "+ reflections as classes": dict(reflect_classes=True),
     "+ affine distortions": dict(augment=MINIMAL["augment"]),
     "+ the recipe's budget": dict(steps=MINIMAL["steps"], halve_every=MINIMAL["halve_every"]),
+    # A way of testing, not of training: the row above's network, scored on averaged views.
+    "+ test-time augmentation": dict(test_views=MINIMAL_TEST_VIEWS),
 }
 #: The columns of :func:`minimal_ablation`'s table: ``(key, header, format)``.
 ABLATION_COLUMNS = [
@@ -47,27 +50,6 @@ SETTING = (
     "trained on images_background_small1 alone; scored on 20-way 1-shot episodes with one "
     "query per class within each alphabet of images_background_small2 that small1 lacks"
 )
-#: Views per image for test-time augmentation: the image itself and 7 distortions.
-VIEWS = 8
-
-
-class AveragedViews(nn.Module):
-    """Test-time augmentation: a backbone's embedding averaged over distorted views.
-
-    ``(B, C, H, W)`` → ``(B, D)``: the mean of ``backbone`` over the image and ``views - 1``
-    copies warped by :func:`~fslearn.random_affine` at ``strength``, drawn from a generator
-    seeded with ``seed`` when the module is made.
-    """
-
-    def __init__(self, backbone: nn.Module, views: int, strength: float, seed: int = 0):
-        super().__init__()
-        self.backbone, self.views, self.strength = backbone, views, strength
-        device = next(backbone.parameters()).device
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        warped = [random_affine(x, self.strength, self.generator) for _ in range(self.views - 1)]
-        return torch.stack([self.backbone(view) for view in [x, *warped]]).mean(0)
 
 
 def _union(first: FewShotDataset, second: FewShotDataset) -> FewShotDataset:
@@ -79,17 +61,6 @@ def _union(first: FewShotDataset, second: FewShotDataset) -> FewShotDataset:
         first.groups + second.groups,
         f"{first.name} + {second.name}",
     )
-
-
-def _mirrored(dataset: FewShotDataset) -> FewShotDataset:
-    """``dataset`` and its left-right reflection, each reflected class a class of its own."""
-    flipped = FewShotDataset(
-        dataset.images.flip(-1),
-        [f"{name}@mirror" for name in dataset.class_names],
-        list(dataset.groups),
-        f"{dataset.name} mirrored",
-    )
-    return _union(dataset, flipped)
 
 
 # Each trainer takes the training set and a row's settings, and returns the learner with
@@ -132,7 +103,7 @@ def _pretrained(train: FewShotDataset, settings: dict) -> tuple[nn.Module, dict]
     return NearestPrototype(classifier.backbone), used
 
 
-#: Choices measured and dropped: row name → (the row of :data:`KEPT` it changes, the settings
+#: Choices measured and dropped: row name → (the row of ``KEPT`` it changes, the settings
 #: it changes there, how it trains a learner from the data and those settings).
 DROPPED = {
     "triplet loss, semi-hard": ("baseline", dict(method="triplet (semi-hard)"), _triplet),
@@ -143,14 +114,12 @@ DROPPED = {
     ),
     "no learning-rate decay": ("baseline", dict(halve_every=None), _protonet),
     "56 px inputs": ("baseline", dict(image_size=56), _protonet),
-    "+ reflections as classes": ("+ rotations as classes", dict(reflect_classes=True), _protonet),
     "60-way episodes, a third of the steps": ("+ rotations as classes", dict(n_way=60), _protonet),
     "+ the embedded characters as classes": (
         "+ affine distortions",
         dict(embedded_classes=True),
         _protonet,
     ),
-    "+ test-time augmentation": ("+ the recipe's budget", dict(test_views=VIEWS), None),
 }
 
 
@@ -169,8 +138,6 @@ def _what_to_train(data: dict, settings: dict, change: dict) -> tuple[FewShotDat
         settings["halve_every"] = settings["steps"]  # halved once, at the very end: no decay
     if "image_size" in change:
         train = data["train 56"]
-    if change.get("reflect_classes"):
-        train = _mirrored(train)
     if change.get("embedded_classes"):
         train = _union(train, data["embedded"])
     if "n_way" in change:
@@ -188,9 +155,10 @@ def minimal_ablation(
     n_episodes: int = 200,
     progress: bool = False,
 ) -> list[dict]:
-    """Train and score every row of :data:`KEPT` and :data:`DROPPED` on Omniglot's minimal
-    setting: trained on ``images_background_small1`` alone, scored on ``n_episodes`` 20-way
-    1-shot episodes with one query per class within each alphabet of small2 that small1 lacks
+    """Train and score every row of :data:`~fslearn.bench.KEPT` and
+    :data:`~fslearn.bench.DROPPED` on Omniglot's minimal setting: trained on
+    ``images_background_small1`` alone, scored on ``n_episodes`` 20-way 1-shot episodes with
+    one query per class within each alphabet of small2 that small1 lacks
     (:func:`~fslearn.evaluate_within_groups`, ``seed=0``: the same episodes for every row).
 
     Args:
@@ -199,10 +167,12 @@ def minimal_ablation(
         n_episodes: test episodes per alphabet.
 
     Returns:
-        One dict per row, the kept rows first: ``row``, ``compared_with`` (the row it changes;
-        ``None`` for the baseline), ``kept``, the settings, ``accuracy`` and ``ci95`` (%), each
-        alphabet's accuracy as ``"<alphabet> (%)"``, ``train_s`` and ``test_s`` (seconds) and
-        ``test_episodes`` (per alphabet).
+        A list with one dict per row, the kept rows first, with ``row``, ``compared_with``
+        (the row it changes; ``None`` for the baseline), ``kept``, the settings, ``accuracy``
+        and ``ci95`` (%), each alphabet's accuracy as ``"<alphabet> (%)"``, ``train_s`` and
+        ``test_s`` (seconds), ``test_episodes`` (per alphabet) and ``per_episode`` (the
+        accuracy of every episode, the alphabets' episodes in turn, from which two rows'
+        paired difference follows).
     """
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1]; got {scale}")
@@ -239,6 +209,8 @@ def minimal_ablation(
                 "train_s": train_s,
                 "test_s": time.perf_counter() - start,
                 "test_episodes": n_episodes,
+                # For paired differences between rows: every row scores the same episodes.
+                "per_episode": [round(a, 4) for a in scores.overall.per_episode.tolist()],
             }
         )
         bar.update()
@@ -256,15 +228,14 @@ def minimal_ablation(
     for name, change in KEPT.items():
         settings.update(change)
         kept_settings[name] = _scaled(settings, scale)
-        learners[name], used, seconds = trained(_protonet, data["train"], kept_settings[name])
+        if "test_views" in change:
+            views = with_test_views(learners[above], change["test_views"], MINIMAL["augment"])
+            learners[name], used, seconds = views, kept_settings[name], 0.0
+        else:
+            learners[name], used, seconds = trained(_protonet, data["train"], kept_settings[name])
         score(name, {"method": "protonet", **used}, learners[name], seconds, above, True)
         above = name
     for name, (base, change, train_with) in DROPPED.items():
-        if train_with is None:
-            views = AveragedViews(learners[base].backbone, change["test_views"], MINIMAL["augment"])
-            record = {"method": "protonet", **kept_settings[base], **change}
-            score(name, record, NearestPrototype(views), 0.0, base, False)
-            continue
         train, settings = _what_to_train(data, kept_settings[base], change)
         learner, used, seconds = trained(train_with, train, settings)
         record = {"method": "protonet", **change, **used}

@@ -14,6 +14,9 @@ import json
 import re
 from importlib import resources
 
+import torch
+
+from ..evaluation.episodes import confidence_interval
 from .maml import BASELINE, COMPILED, EAGER, N_QUERY
 
 REFERENCE_FILE = "results/maml_speed_reference.json"
@@ -139,31 +142,41 @@ def reference_table(record: dict):
     return table.astype(object).where(table.notna(), NOT_MEASURED)
 
 
+def paired_difference(record: dict, row: str, other: str):
+    """Accuracy of ``row`` minus that of ``other`` in a :func:`minimal_ablation` record, episode
+    by episode on their shared episodes, as an :class:`~fslearn.Accuracy` in ``[-1, 1]``."""
+    rows = {r["row"]: r for r in record["rows"]}
+    first, second = (torch.tensor(rows[name]["per_episode"]) for name in (row, other))
+    return confidence_interval(first - second)
+
+
 def ablation_table(record: dict):
     """The rows of :func:`minimal_ablation` as a DataFrame indexed by row, in the record's order.
 
     Columns: the row it changes ("—" for the baseline), whether the recipe kept the change,
-    the accuracy as "mean ± CI" (%), its difference from the row it changes (percentage
-    points), each alphabet's accuracy (%) and the training time (minutes).
+    the accuracy as "mean ± CI" (%), its paired difference from the row it changes (percentage
+    points ± 95% CI, on the same episodes; :func:`paired_difference`), each alphabet's
+    accuracy (%) and the training time (minutes; 0 for a row that only tests differently).
     """
     pd = _pandas()
     rows = record["rows"]
-    accuracy = {row["row"]: row["accuracy"] for row in rows}
     alphabets = [key for key in rows[0] if key.endswith(" (%)")]
+
+    def change(row):
+        if row["compared_with"] is None:
+            return NOT_MEASURED
+        gain = paired_difference(record, row["row"], row["compared_with"])
+        return f"{100 * gain.mean:+.1f} ± {100 * gain.ci95:.1f}"
+
     columns = {
         "changes": [row["compared_with"] or NOT_MEASURED for row in rows],
         "kept": ["yes" if row["kept"] else "no" for row in rows],
         "accuracy (%)": [f"{row['accuracy']:.1f} ± {row['ci95']:.1f}" for row in rows],
-        "Δ (points)": [
-            None if row["compared_with"] is None
-            else round(row["accuracy"] - accuracy[row["compared_with"]], 1)
-            for row in rows
-        ],
+        "Δ (points)": [change(row) for row in rows],
         **{
             key.split("_")[0].replace(" (%)", "") + " (%)": [round(row[key], 1) for row in rows]
             for key in alphabets
         },
         "train (min)": [round(row["train_s"] / 60, 1) for row in rows],
-    }  # fmt: skip
-    table = pd.DataFrame(columns, index=pd.Index([row["row"] for row in rows], name="row"))
-    return table.astype(object).where(table.notna(), NOT_MEASURED)
+    }
+    return pd.DataFrame(columns, index=pd.Index([row["row"] for row in rows], name="row"))

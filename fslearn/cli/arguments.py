@@ -107,8 +107,8 @@ def parser() -> argparse.ArgumentParser:
         choices=RECIPES,
         default="paper",
         help="paper: the published hyperparameters and budgets; "
-        "quick: Conv4-32, a few hundred steps; minimal: protonet on omniglot-small "
-        "(rotations as classes, affine distortions; 14 to 17 minutes on a 2-core CPU)",
+        "quick: Conv4-32, a few hundred steps; minimal: protonet on omniglot-small (rotations "
+        "and reflections as classes, affine distortions; about 13 minutes on a 2-core CPU)",
     )
     for name, kind, text in [
         ("n-way", _ways, "classes per training task"),
@@ -194,6 +194,13 @@ def parser() -> argparse.ArgumentParser:
         help="draw each episode's classes from one alphabet, every alphabet with --n-way "
         "characters in turn (Lake's harder one-shot test; e.g. --n-way 20 --n-query 1 "
         "--episodes 200)",
+    )
+    p.add_argument(
+        "--test-views",
+        type=_positive,
+        default=1,
+        help="test-time augmentation: embed every image as the mean over itself and N - 1 "
+        "small affine distortions of it (nearest-prototype learners; the minimal recipe: 8)",
     )
     _test_options(p)
     p.set_defaults(run=evaluate_command)

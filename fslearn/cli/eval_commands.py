@@ -11,6 +11,7 @@ from ..data.lake_runs import evaluate_runs, load_runs
 from ..distributed import SINGLE, World
 from ..evaluation import evaluate, evaluate_within_groups
 from ..methods.adaptation import GradientLearner
+from ..methods.views import with_test_views
 from ..sampling.episodes import EpisodeSet
 from ..training.checkpoint import read_checkpoint
 from ..training.specs import load_learner
@@ -20,6 +21,21 @@ from .support import UsageError, dataset_for, parse_device
 def _task_batch(learner) -> int | None:
     """Episodes to give ``learner`` at once: 50 for the learners that take task batches."""
     return 50 if isinstance(learner, GradientLearner) else None
+
+
+def _with_views(learner, views: int, checkpoint):
+    """``learner`` scoring each image by its mean embedding over ``views`` views (1: itself)."""
+    if views == 1:
+        return learner
+    try:
+        return with_test_views(learner, views)
+    except TypeError:
+        method = read_checkpoint(checkpoint)["spec"]["method"]
+        raise UsageError(
+            f"--test-views averages the embeddings of a nearest-prototype learner (protonet, or "
+            f"triplet with the nearest-prototype rule); {checkpoint} holds a {method} learner "
+            f"({type(learner).__name__}): leave --test-views out"
+        ) from None
 
 
 def test_checkpoint(
@@ -35,10 +51,13 @@ def test_checkpoint(
     device,
     progress: bool,
     world: World = SINGLE,
+    test_views: int = 1,
 ) -> dict:
     """Accuracy ± 95% CI of a checkpoint's learner on fixed, seeded episodes of ``test``, the
-    test split of ``dataset`` (shared by ``world``'s processes)."""
+    test split of ``dataset`` (shared by ``world``'s processes), with ``test_views`` views of
+    every image (:func:`~fslearn.with_test_views`; 1: the image alone)."""
     learner = load_learner(checkpoint, n_way=n_way, image_shape=test.image_shape, device=device)
+    learner = _with_views(learner, test_views, checkpoint)
     episode_set = EpisodeSet(test, n_way, n_shot, n_query, episodes, seed=seed)
     start = time.perf_counter()
     accuracy = evaluate(
@@ -59,17 +78,24 @@ def test_checkpoint(
         "n_query": n_query,
         "episodes": episodes,
         "seed": seed,
+        **_views_field(test_views),
         "accuracy": accuracy.mean,
         "ci95": accuracy.ci95,
         "seconds": time.perf_counter() - start,
     }
 
 
+def _views_field(test_views: int) -> dict:
+    # Only when set, so that the results of plain tests read as they always have.
+    return {} if test_views == 1 else {"test_views": test_views}
+
+
 def describe(result: dict) -> str:
+    views = f", {result['test_views']} views per image" if "test_views" in result else ""
     return (
         f"{result['dataset']} test, {result['n_way']}-way {result['n_shot']}-shot, "
         f"{result['episodes']} episodes "
-        f"of {result['n_query']} queries per class: {100 * result['accuracy']:.2f} ± "
+        f"of {result['n_query']} queries per class{views}: {100 * result['accuracy']:.2f} ± "
         f"{100 * result['ci95']:.2f}%"
     )
 
@@ -118,6 +144,7 @@ def evaluate_command(args) -> int:
         seed=args.seed,
         device=device,
         progress=progress,
+        test_views=args.test_views,
     )
     print(json.dumps(result, indent=2) if args.json else describe(result))
     return 0
@@ -128,6 +155,7 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
     learner = load_learner(
         args.checkpoint, n_way=args.n_way, image_shape=test.image_shape, device=device
     )
+    learner = _with_views(learner, args.test_views, args.checkpoint)
     start = time.perf_counter()
     scores = evaluate_within_groups(
         learner,
@@ -146,6 +174,7 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
         "split": "test",
         "within": "alphabet",
         **{k: getattr(args, k) for k in ("n_way", "n_shot", "n_query", "episodes", "seed")},
+        **_views_field(args.test_views),
         "accuracy": scores.overall.mean,
         "ci95": scores.overall.ci95,
         "alphabets": {
@@ -158,6 +187,8 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
         print(json.dumps(result, indent=2))
         return 0
     setting = f"{args.n_way}-way {args.n_shot}-shot, {args.episodes} episodes per alphabet"
+    if args.test_views > 1:
+        setting += f", {args.test_views} views per image"
     for name, accuracy in scores.groups.items():
         print(f"{name}: {accuracy}")
     for name, size in scores.left_out.items():

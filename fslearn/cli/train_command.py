@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import time
 from pathlib import Path
 
@@ -181,10 +182,13 @@ def train(args) -> int:
             )
         say = print if world.is_main else lambda *_: None
         processes = f" in {world.size} processes" if world.size > 1 else ""
-        rotated = " at 4 rotations" if settings.get("rotate_classes") else ""
-        classes = train_set.n_classes * (4 if rotated else 1)
+        variants = {"4 rotations": 4} if settings.get("rotate_classes") else {}
+        if settings.get("reflect_classes"):
+            variants["2 reflections"] = 2
+        classes = train_set.n_classes * math.prod(variants.values())
+        made = f" at {' × '.join(variants)}" if variants else ""
         say(
-            f"{method} on {train_set.name} ({classes} classes{rotated}) on {device}"
+            f"{method} on {train_set.name} ({classes} classes{made}) on {device}"
             f"{processes}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
         )
         if resume:

@@ -225,3 +225,18 @@ def with_rotations(dataset: FewShotDataset, angles=(0, 90, 180, 270)) -> FewShot
         list(dataset.groups) * len(angles),
         f"{dataset.name} ×{len(angles)} rotations",
     )
+
+
+def with_reflections(dataset: FewShotDataset) -> FewShotDataset:
+    """Each class and its left-right mirror image, each a class of its own.
+
+    Returns a dataset of ``2 * n_classes`` classes: the classes as they are, then each one
+    mirrored (names with a ``@mirror`` suffix). With :func:`with_rotations` after it, every
+    character gives 8 classes, all its rotations and reflections.
+    """
+    return FewShotDataset(
+        torch.cat([dataset.images, dataset.images.flip(-1)]),
+        list(dataset.class_names) + [f"{name}@mirror" for name in dataset.class_names],
+        list(dataset.groups) * 2,
+        f"{dataset.name} and its mirror image",
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.dataset import FewShotDataset, with_rotations
+from ..data.dataset import FewShotDataset, with_reflections, with_rotations
 from ..distributed import SINGLE, World
 from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
@@ -39,6 +39,7 @@ def train_protonet(
     distance: str = "euclidean",
     hidden_channels: int = 64,
     rotate_classes: bool = False,
+    reflect_classes: bool = False,
     augment: float = 0.0,
     val_episodes=None,
     eval_every: int = 500,
@@ -67,6 +68,8 @@ def train_protonet(
         rotate_classes: train on ``fsl.with_rotations(train)``, each class at 0°, 90°,
             180° and 270° a class of its own (four times the classes, as in the paper's
             Omniglot protocol; for a dataset not rotated already).
+        reflect_classes: train on ``fsl.with_reflections(train)`` as well, each class's
+            mirror image a class of its own (with ``rotate_classes``: 8 classes per class).
         augment: warp every training image by its own small random affine map, at this
             strength (``EpisodeSampler(augment=)``; 0: none).
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
@@ -83,6 +86,8 @@ def train_protonet(
     spec, learner, train = setup_recipe(
         "protonet", train, hidden_channels, device, seed, distance=distance
     )
+    if reflect_classes:
+        train = with_reflections(train)
     if rotate_classes:
         train = with_rotations(train)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -97,6 +102,8 @@ def train_protonet(
         config["episodes_per_step"] = episodes_per_step
     if rotate_classes:
         config["rotate_classes"] = True
+    if reflect_classes:
+        config["reflect_classes"] = True
     if augment:
         config["augment"] = augment
     track_recipe(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)

@@ -103,7 +103,7 @@ def _quick(method: str, n_way: int | None, n_shot: int) -> dict:
 
 #: The ``"minimal"`` recipe: a prototypical network for the Omniglot challenge's minimal
 #: setting (Lake et al. 2019), trained on ``images_background_small1``'s 5 alphabets alone
-#: within 20 minutes on a 2-core CPU (14 to 17 measured); ``benchmarks/bench_minimal.py`` measures
+#: within 20 minutes on a 2-core CPU (13 measured); ``benchmarks/bench_minimal.py`` measures
 #: what each choice adds on 20-way 1-shot episodes within one alphabet. In Python:
 #: ``fsl.train_protonet(small1, **MINIMAL)``.
 MINIMAL = dict(
@@ -114,8 +114,12 @@ MINIMAL = dict(
     halve_every=3000,
     hidden_channels=64,
     rotate_classes=True,
+    reflect_classes=True,
     augment=1.0,
 )
+#: The number of views per test image with which the minimal recipe scores its network, the
+#: image and 7 distortions (``fsl.with_test_views``, ``fslearn eval --test-views 8``).
+MINIMAL_TEST_VIEWS = 8
 
 
 def _minimal(method: str, dataset: str, n_way: int | None, n_shot: int) -> dict:
