@@ -9,9 +9,11 @@ The package is laid out as the pipeline the book teaches, one folder per stage:
 ``data/`` (datasets) → ``sampling/`` (episodes, pairs, P×K batches) → ``models/``
 (Conv4) → ``methods/`` (learners and their losses) → ``training/`` (the loop,
 checkpoints, recipes) → ``evaluation`` (accuracy ± 95% CI); ``plot`` and ``cli`` read
-from all of them, ``common`` serves all of them, and ``bench`` times them.
+from all of them, ``common`` serves all of them, ``bench`` times them, and ``book`` holds
+what the chapters share (their set-up line, and ``glue`` for the numbers their prose quotes).
 """
 
+from .book import ChapterSetup, glue, setup_chapter
 from .common import atomic_path, cache_dir, default_device, model_device, seeded
 from .data.archives import extract_zip
 from .data.catalog import DATASETS, load_dataset
@@ -43,9 +45,9 @@ from .models.classifier import Classifier
 from .models.conv4 import Conv4, conv_block
 from .models.task_batch_norm import TaskBatchNorm2d
 from .plot import (
-    glue,
     image_grid,
     plot_embeddings,
+    plot_episode,
     plot_epochs,
     plot_history,
     project_2d,
@@ -69,6 +71,7 @@ __all__ = [
     "Accuracy",
     "AveragedViews",
     "Checkpoint",
+    "ChapterSetup",
     "Classifier",
     "Conv4",
     "DATASETS",
@@ -125,6 +128,7 @@ __all__ = [
     "model_device",
     "omniglot_split",
     "plot_embeddings",
+    "plot_episode",
     "plot_epochs",
     "plot_history",
     "project_2d",
@@ -132,6 +136,7 @@ __all__ = [
     "random_affine",
     "read_checkpoint",
     "seeded",
+    "setup_chapter",
     "show_images",
     "squared_euclidean",
     "to_float",

@@ -65,8 +65,12 @@ def seeded(seed: int | None):
 def progress_bar(
     total: int | None, desc: str, enabled: bool, *, unit: str = "it", leave: bool = True
 ):
-    """A tqdm bar: a notebook widget in Jupyter, text in a terminal; ``enabled=False`` hides it."""
-    from tqdm.auto import tqdm  # imported on first use: tqdm.auto probes for Jupyter
+    """A text tqdm bar; ``enabled=False`` hides it.
+
+    Text, never tqdm's notebook widget: a widget in a chapter's output makes the built book
+    fetch Jupyter's widget scripts from the web, and the book reads offline.
+    """
+    from tqdm.std import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, unit=unit, leave=leave)
 

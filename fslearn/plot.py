@@ -1,5 +1,5 @@
-"""Plots of training histories and image grids (matplotlib is imported on first use), and the
-numbers the book's prose quotes."""
+"""Plots of training histories, image grids, embeddings and episodes (matplotlib is imported on
+first use)."""
 
 from __future__ import annotations
 
@@ -185,21 +185,71 @@ def plot_embeddings(
     return ax, scatter
 
 
-def glue(name: str, value):
-    """Record ``value`` under ``name`` for the book's prose, and return it unchanged.
+def plot_episode(episode, *, n_query: int | None = None, ink: bool = True, class_names=None):
+    """Draw one episode: its support set and its query set side by side, one row per class.
 
-    In a notebook that Jupyter Book executes, the prose names it in myst-nb's ``glue:text``
-    role, with a format spec such as ``.1f``, and the build inserts the number this cell
-    computed, so prose cannot drift from its output. A
-    one-element tensor or a numpy scalar is stored as a Python number, so format specs apply.
-    Elsewhere (a script, or a notebook without myst-nb, such as Colab) nothing is recorded.
+    Args:
+        episode: an :class:`~fslearn.Episode` of one task: ``support_x`` of shape
+            ``(n_way * n_shot, C, H, W)`` and ``query_x`` of shape ``(n_way * n_query, C, H, W)``,
+            each grouped by label.
+        n_query: the queries to show per class (default: all of them).
+        ink: draw ink (high values) dark on white, as for characters.
+        class_names: a label for each row (default: ``class <dataset class>``).
+
+    Returns:
+        The matplotlib ``Figure``.
     """
-    stored = value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
-    try:
-        from IPython import get_ipython
-        from myst_nb import glue as myst_glue
-    except ImportError:
-        return value
-    if get_ipython() is not None:
-        myst_glue(name, stored, display=False)
-    return value
+    import matplotlib.pyplot as plt
+
+    if episode.support_x.dim() != 4:
+        raise ValueError(
+            f"plot_episode draws one task; this episode holds {episode.support_x.shape[0]} tasks"
+            " stacked (support_x of shape "
+            f"{tuple(episode.support_x.shape)}): pass one of them, e.g. Episode(*(t[0] for t in"
+            " (e.support_x, e.support_y, e.query_x, e.query_y, e.classes)))"
+        )
+    n_way, n_shot = episode.n_way, episode.n_shot
+    shown = episode.n_query if n_query is None else min(n_query, episode.n_query)
+    names = class_names or [f"class {int(c)}" for c in episode.classes]
+    support = episode.support_x.detach().cpu().reshape(n_way, n_shot, *episode.support_x.shape[1:])
+    query = (
+        episode.query_x.detach().cpu().reshape(n_way, episode.n_query, *episode.query_x.shape[1:])
+    )
+    width = n_shot + shown + 1
+    fig, axes = plt.subplots(
+        n_way, width, figsize=(0.75 * width + 1.2, 0.8 * n_way + 0.6), squeeze=False
+    )
+    for row in range(n_way):
+        for col in range(width):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == n_shot:
+                ax.set_axis_off()
+                continue
+            image = support[row, col] if col < n_shot else query[row, col - n_shot - 1]
+            _show(ax, image, ink)
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:blue" if col < n_shot else "tab:orange")
+                spine.set_linewidth(2)
+        axes[row, 0].set_ylabel(names[row], rotation=0, ha="right", va="center", fontsize=10)
+    axes[0, 0].set_title(f"support ({n_shot}-shot)", loc="left", fontsize=11, color="tab:blue")
+    axes[0, n_shot + 1].set_title(
+        f"query ({shown} of {episode.n_query} per class)",
+        loc="left",
+        fontsize=11,
+        color="tab:orange",
+    )
+    fig.suptitle(f"one {n_way}-way {n_shot}-shot episode", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax, image: torch.Tensor, ink: bool) -> None:
+    """One ``(C, H, W)`` image on ``ax``: grey (ink dark on white when ``ink``) or colour."""
+    if image.dtype == torch.uint8:
+        image = image.float() / 255
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray_r" if ink else "gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1))

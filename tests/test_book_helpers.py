@@ -19,7 +19,7 @@ def test_glue_records_the_number_myst_nb_reads():
     with capture_output() as captured:
         returned = fsl.glue("ratio", torch.tensor(31.75))
         fsl.glue("count", np.int64(7))
-    assert torch.equal(returned, torch.tensor(31.75))  # handed back unchanged
+    assert returned is None  # a cell that ends with glue shows no stray number
     outputs = [
         {"output_type": "display_data", "data": o.data, "metadata": o.metadata}
         for o in captured.outputs
@@ -33,7 +33,7 @@ def test_glue_outside_a_notebook_prints_nothing(capsys, monkeypatch):
     import IPython
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)
-    assert fsl.glue("x", 1.5) == 1.5
+    assert fsl.glue("x", 1.5) is None
     assert capsys.readouterr().out == ""
 
 
@@ -58,3 +58,49 @@ def test_separation_against_loops():
 def test_separation_refuses_missing_classes(labels, match):
     with pytest.raises(ValueError, match=match):
         fsl.separation(torch.randn(6, 2), labels)
+
+
+def test_setup_chapter_on_a_cpu_uses_one_thread_and_says_so(capsys):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        device, full, short = fsl.setup_chapter()
+        assert (device.type, full, short) == ("cpu", False, False)
+        assert torch.get_num_threads() == 1
+        assert capsys.readouterr().out == "running on cpu: the reduced configuration\n"
+        torch.set_num_threads(2)
+        fsl.setup_chapter(cpu_threads=None, verbose=False)
+        assert torch.get_num_threads() == 2
+        assert capsys.readouterr().out == ""
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("check,short", [(None, False), ("short", True), ("full", False)])
+def test_setup_chapter_on_a_gpu_runs_the_full_configuration(monkeypatch, capsys, check, short):
+    import fslearn.book
+
+    monkeypatch.setattr(fslearn.book, "default_device", lambda: torch.device("cuda"))
+    if check is None:
+        monkeypatch.delenv("FSLEARN_GPU_CHECK", raising=False)
+    else:
+        monkeypatch.setenv("FSLEARN_GPU_CHECK", check)
+    threads = torch.get_num_threads()
+    setup = fsl.setup_chapter()
+    assert (setup.device.type, setup.full, setup.short) == ("cuda", True, short)
+    assert torch.get_num_threads() == threads  # the CPU's threads are left alone
+    assert "the full configuration" in capsys.readouterr().out
+
+
+def test_progress_bars_are_text_never_a_notebook_widget(monkeypatch):
+    # tqdm.auto would pick the widget inside Jupyter; a widget in a chapter's output makes the
+    # built page fetch Jupyter's widget scripts from the web.
+    import tqdm.notebook
+
+    from fslearn.common import progress_bar
+
+    monkeypatch.setattr("tqdm.autonotebook.tqdm", tqdm.notebook.tqdm, raising=False)
+    monkeypatch.setattr("tqdm.auto.tqdm", tqdm.notebook.tqdm, raising=False)
+    bar = progress_bar(3, "test", enabled=False)
+    assert not isinstance(bar, tqdm.notebook.tqdm)
+    bar.close()

@@ -62,3 +62,50 @@ def test_pca_projection_oracle_and_plot():
     assert ax.get_title() == "pca" and scatter.get_offsets().shape == (50, 2)
     with pytest.raises(ValueError, match="got 'umap'"):
         fsl.project_2d(x, "umap")
+
+
+def _sampler(n_way=3, n_shot=2, n_query=4, channels=1):
+    images = torch.randint(
+        0,
+        256,
+        (6, 8, channels, 5, 5),
+        dtype=torch.uint8,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return fsl.EpisodeSampler(
+        fsl.FewShotDataset(images, [f"c{i}" for i in range(6)], ["g"] * 6, name="random"),
+        n_way,
+        n_shot,
+        n_query,
+        seed=0,
+    )
+
+
+def _shown(ax) -> torch.Tensor:
+    return torch.as_tensor(ax.get_images()[0].get_array().data, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_plot_episode_shows_each_support_and_query_image_in_its_class_row(channels):
+    import matplotlib.pyplot as plt
+
+    episode = _sampler(channels=channels).sample()
+    fig = fsl.plot_episode(episode, n_query=3)
+    width = 2 + 1 + 3  # shots, a gap, the queries shown
+    assert len(fig.axes) == 3 * width
+    as_shown = (lambda x: x[0]) if channels == 1 else (lambda x: x.permute(1, 2, 0))
+    for row in range(3):
+        for shot in range(2):
+            expected = as_shown(episode.support_x[row * 2 + shot])
+            torch.testing.assert_close(_shown(fig.axes[row * width + shot]), expected)
+        assert not fig.axes[row * width + 2].get_images()  # the gap between the two sets
+        for q in range(3):
+            expected = as_shown(episode.query_x[row * 4 + q])
+            torch.testing.assert_close(_shown(fig.axes[row * width + 3 + q]), expected)
+    assert "3-way 2-shot" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_plot_episode_refuses_a_batch_of_tasks():
+    with pytest.raises(ValueError, match="holds 4 tasks"):
+        fsl.plot_episode(_sampler().sample(4))
