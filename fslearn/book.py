@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import NamedTuple
 
 import torch
 
 from .common import default_device
+
+
+_started: float | None = None
 
 
 class ChapterSetup(NamedTuple):
@@ -40,6 +44,8 @@ def setup_chapter(*, cpu_threads: int | None = 1, verbose: bool = True) -> Chapt
     Returns:
         ``(device, full, short)``, a :class:`ChapterSetup`.
     """
+    global _started
+    _started = time.perf_counter()
     device = default_device()
     full = device.type == "cuda"
     short = full and os.environ.get("FSLEARN_GPU_CHECK") == "short"
@@ -50,6 +56,13 @@ def setup_chapter(*, cpu_threads: int | None = 1, verbose: bool = True) -> Chapt
         config = "full" if full else "reduced"
         print(f"running on {device}: the {config} configuration")
     return ChapterSetup(device, full, short)
+
+
+def seconds_since_setup() -> float:
+    """Seconds since :func:`setup_chapter` ran: the time a chapter took, read in its last cell."""
+    if _started is None:
+        raise RuntimeError("seconds_since_setup() needs setup_chapter() to have run first")
+    return time.perf_counter() - _started
 
 
 def _svg_figures() -> None:

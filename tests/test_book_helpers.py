@@ -104,3 +104,13 @@ def test_progress_bars_are_text_never_a_notebook_widget(monkeypatch):
     bar = progress_bar(3, "test", enabled=False)
     assert not isinstance(bar, tqdm.notebook.tqdm)
     bar.close()
+
+
+def test_seconds_since_setup_counts_from_the_set_up_line():
+    import time
+
+    import fslearn.book
+
+    fsl.setup_chapter(cpu_threads=None, verbose=False)
+    time.sleep(0.05)
+    assert 0.05 <= fslearn.book.seconds_since_setup() < 5
