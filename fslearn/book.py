@@ -10,7 +10,6 @@ import torch
 
 from .common import default_device
 
-
 _started: float | None = None
 
 
