@@ -80,3 +80,21 @@ def test_solutions_are_executed_hidden_cells(md):
         if c.cell_type == "markdown" and STATIC_SOLUTION.search(c.source)
     ]
     assert not static, f"{md.name}: solutions still shown as static code: {static}"
+
+
+def test_the_shipped_cjk_font_has_every_cjk_character_the_pages_use():
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(ROOT / "book" / "_static" / "fonts" / "NotoSansSC-fslearn.woff")
+    covered = set(font.getBestCmap())
+    pages = sorted((ROOT / "book").glob("*.md")) + CHAPTERS
+    used = {
+        (char, page.name)
+        for page in pages
+        for char in page.read_text()
+        if 0x2E80 <= ord(char) <= 0x9FFF or 0xFF00 <= ord(char) <= 0xFFEF
+    }
+    missing = sorted({f"{char} ({name})" for char, name in used if ord(char) not in covered})
+    assert not missing, (
+        f"characters the font subset lacks: {missing[:20]}; remake it as CONTRIBUTING.md says"
+    )
