@@ -59,6 +59,9 @@ def load_dataset(
     ``"miniimagenet"``        ``train`` / ``val`` / ``test`` from a copy in ``root``
     ========================  =====================================================================
 
+    An option a dataset does not take (``fslearn.data.catalog.OPTIONS``) is an error rather than
+    silently ignored, e.g. ``seed`` with ``"miniimagenet"``.
+
     Args:
         name: one of :data:`DATASETS`.
         split: see the table.
@@ -70,10 +73,8 @@ def load_dataset(
         download: fetch missing Omniglot archives (default: no).
         seed: the generation seed (embedded, default 0) or the split seed of the
             ``"vinyals"`` and ``"maml"`` Omniglot protocols (default 0).
+        progress: show a text progress bar while decoding or generating images.
         device: where to put the images.
-
-    An option a dataset does not take (``fslearn.data.catalog.OPTIONS``) is an error rather than
-    silently ignored, e.g. ``seed`` with ``"miniimagenet"``.
 
     Returns:
         A :class:`~fslearn.FewShotDataset`.
