@@ -15,6 +15,12 @@ N_WAY, N_SHOT, N_QUERY, N_TASKS = 3, 2, 3, 4
 IMAGE = (1, 16, 16)
 
 
+@pytest.fixture(params=["loop", "vmap"])
+def strategy(request) -> str:
+    """Each way a batch of tasks can run; the oracle tests hold every one of them."""
+    return request.param
+
+
 def tiny_model(seed=0, dtype=torch.float64):
     return fsl.maml_classifier(N_WAY, IMAGE, hidden_channels=4, seed=seed).to(dtype)
 
@@ -59,10 +65,12 @@ def hand_loop_meta_gradient(model, batch, *, inner_lr, steps, create_graph):
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_second_order_meta_gradient_equals_per_task_autograd_loop(steps):
+def test_second_order_meta_gradient_equals_per_task_autograd_loop(steps, strategy):
     model = tiny_model()
     batch = tasks()
-    _, vmapped = batched_meta_gradient(fsl.MAML(model, inner_lr=0.3, inner_steps=steps), batch)
+    _, vmapped = batched_meta_gradient(
+        fsl.MAML(model, strategy=strategy, inner_lr=0.3, inner_steps=steps), batch
+    )
     loop = torch.cat(
         [
             g.flatten()
@@ -85,11 +93,11 @@ def test_second_order_meta_gradient_equals_per_task_autograd_loop(steps):
 
 
 @pytest.mark.parametrize("steps", [1, 2])
-def test_first_order_equals_loop_without_create_graph(steps):
+def test_first_order_equals_loop_without_create_graph(steps, strategy):
     model = tiny_model()
     batch = tasks()
     _, vmapped = batched_meta_gradient(
-        fsl.MAML(model, inner_lr=0.3, inner_steps=steps, first_order=True), batch
+        fsl.MAML(model, strategy=strategy, inner_lr=0.3, inner_steps=steps, first_order=True), batch
     )
     loop = torch.cat(
         [
@@ -103,11 +111,12 @@ def test_first_order_equals_loop_without_create_graph(steps):
 
 
 @pytest.mark.parametrize("first_order", [False, True])
-def test_library_reference_loop_matches_batched_maml(first_order):
+def test_library_reference_loop_matches_batched_maml(first_order, strategy):
     model = tiny_model()
     batch = tasks(seed=3)
     loss, vmapped = batched_meta_gradient(
-        fsl.MAML(model, inner_lr=0.2, inner_steps=2, first_order=first_order), batch
+        fsl.MAML(model, strategy=strategy, inner_lr=0.2, inner_steps=2, first_order=first_order),
+        batch,
     )
     model.zero_grad()
     reference_loss = per_task_meta_loss(
@@ -117,11 +126,11 @@ def test_library_reference_loop_matches_batched_maml(first_order):
     assert relative_error(vmapped, flat_grad(model)) < 1e-8
 
 
-def test_zero_inner_steps_is_ordinary_training():
+def test_zero_inner_steps_is_ordinary_training(strategy):
     model = tiny_model()
     support_x, support_y, query_x, query_y = tasks()
     loss, vmapped = batched_meta_gradient(
-        fsl.MAML(model, inner_steps=0), (support_x, support_y, query_x, query_y)
+        fsl.MAML(model, strategy=strategy, inner_steps=0), (support_x, support_y, query_x, query_y)
     )
     model.zero_grad()
     # Per-task batch statistics: the plain loss is the mean over tasks of each task's batch.
@@ -133,9 +142,9 @@ def test_zero_inner_steps_is_ordinary_training():
     assert relative_error(vmapped, flat_grad(model)) < 1e-10
 
 
-def test_anil_adapts_only_the_head():
+def test_anil_adapts_only_the_head(strategy):
     model = tiny_model()
-    maml = fsl.MAML(model, inner_lr=0.5, anil=True, test_steps=3)
+    maml = fsl.MAML(model, strategy=strategy, inner_lr=0.5, anil=True, test_steps=3)
     support_x, support_y, _, _ = tasks()
     adapted = maml.adapt(support_x[0], support_y[0])
     for name, value in model.named_parameters():
@@ -143,12 +152,12 @@ def test_anil_adapts_only_the_head():
         assert changed == name.startswith("head."), name
 
 
-def test_anil_meta_gradient_equals_loop_over_head_only():
+def test_anil_meta_gradient_equals_loop_over_head_only(strategy):
     model = tiny_model()
     batch = tasks(seed=5)
     support_x, support_y, query_x, query_y = batch
     _, vmapped = batched_meta_gradient(
-        fsl.MAML(model, inner_lr=0.3, inner_steps=2, anil=True), batch
+        fsl.MAML(model, strategy=strategy, inner_lr=0.3, inner_steps=2, anil=True), batch
     )
     params = dict(model.named_parameters())
     head = {k: v for k, v in params.items() if k.startswith("head.")}
@@ -168,10 +177,10 @@ def test_anil_meta_gradient_equals_loop_over_head_only():
     assert relative_error(vmapped, torch.cat([g.flatten() for g in loop])) < 1e-8
 
 
-def test_step_weights_give_the_weighted_sum_of_per_step_query_losses():
+def test_step_weights_give_the_weighted_sum_of_per_step_query_losses(strategy):
     model = tiny_model()
     batch = tasks()
-    maml = fsl.MAML(model, inner_lr=0.3, inner_steps=2)
+    maml = fsl.MAML(model, strategy=strategy, inner_lr=0.3, inner_steps=2)
     _, metrics = maml.meta_loss(*batch, record_steps=True)
     weights = torch.tensor([0.25, 0.75], dtype=torch.float64)
     weighted, _ = maml.meta_loss(*batch, step_weights=weights)
@@ -182,15 +191,15 @@ def test_step_weights_give_the_weighted_sum_of_per_step_query_losses():
     )
     torch.testing.assert_close(last_only.detach(), metrics["query_loss_2"], rtol=1e-10, atol=0)
     # Recorded step-0 loss is the unadapted model's.
-    zero, _ = fsl.MAML(model, inner_steps=0).meta_loss(*batch)
+    zero, _ = fsl.MAML(model, strategy=strategy, inner_steps=0).meta_loss(*batch)
     torch.testing.assert_close(metrics["query_loss_0"], zero.detach(), rtol=1e-10, atol=0)
     with pytest.raises(ValueError, match=r"step_weights must have shape \(steps,\) = \(2,\)"):
         maml.meta_loss(*batch, step_weights=torch.ones(3, dtype=torch.float64))
 
 
-def test_learner_is_invariant_to_support_order():
+def test_learner_is_invariant_to_support_order(strategy):
     model = tiny_model()
-    maml = fsl.MAML(model, inner_lr=0.4, test_steps=3)
+    maml = fsl.MAML(model, strategy=strategy, inner_lr=0.4, test_steps=3)
     support_x, support_y, query_x, _ = tasks()
     order = torch.randperm(N_WAY * N_SHOT, generator=torch.Generator().manual_seed(1))
     a = maml(support_x[0], support_y[0], query_x[0])
@@ -198,9 +207,9 @@ def test_learner_is_invariant_to_support_order():
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_call_shape_single_and_batched_agree_and_adapt_predict_match():
+def test_call_shape_single_and_batched_agree_and_adapt_predict_match(strategy):
     model = tiny_model()
-    maml = fsl.MAML(model, inner_lr=0.4, test_steps=2)
+    maml = fsl.MAML(model, strategy=strategy, inner_lr=0.4, test_steps=2)
     support_x, support_y, query_x, _ = tasks()
     batched = maml(support_x, support_y, query_x)
     assert batched.shape == (N_TASKS, N_WAY * N_QUERY, N_WAY)
@@ -214,9 +223,9 @@ def test_call_shape_single_and_batched_agree_and_adapt_predict_match():
         torch.testing.assert_close(maml(support_x, support_y, query_x), batched)
 
 
-def test_step_logits_start_at_the_unadapted_model():
+def test_step_logits_start_at_the_unadapted_model(strategy):
     model = tiny_model()
-    maml = fsl.MAML(model, inner_lr=0.4, test_steps=2)
+    maml = fsl.MAML(model, strategy=strategy, inner_lr=0.4, test_steps=2)
     support_x, support_y, query_x, _ = tasks()
     logits = maml.step_logits(support_x[0], support_y[0], query_x[0])
     assert len(logits) == 3
@@ -329,13 +338,13 @@ def test_maml_training_is_reproducible():
     assert torch.equal(w1, w2) and l1 == l2
 
 
-def test_finetune_baseline_fits_the_support_set_and_keeps_the_backbone():
+def test_finetune_baseline_fits_the_support_set_and_keeps_the_backbone(strategy):
     patterns = pattern_dataset(n_classes=10)
     classifier, _ = fsl.train_pretrained(
         patterns.select(range(7)), epochs=3, batch_size=10, hidden_channels=8, progress=False
     )
     backbone = classifier.backbone
-    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, lr=1.0, steps=50)
+    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, lr=1.0, steps=50, strategy=strategy)
     episode = fsl.EpisodeSampler(
         patterns.select(range(7, 10)), N_WAY, N_SHOT, N_QUERY, seed=0
     ).sample()
@@ -350,9 +359,9 @@ def test_finetune_baseline_fits_the_support_set_and_keeps_the_backbone():
     assert not backbone.training and not finetune.train().model.backbone.training
 
 
-def test_finetune_head_only_is_logistic_regression_on_frozen_features():
+def test_finetune_head_only_is_logistic_regression_on_frozen_features(strategy):
     backbone = fsl.Conv4(1, 4, seed=0).double().eval()
-    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, lr=0.3, steps=5)
+    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, lr=0.3, steps=5, strategy=strategy)
     support_x, support_y, query_x, _ = tasks()
     features = backbone(support_x[0]).detach()
     head = nn.Linear(features.shape[1], N_WAY).double()
@@ -366,13 +375,15 @@ def test_finetune_head_only_is_logistic_regression_on_frozen_features():
     torch.testing.assert_close(finetune(support_x[0], support_y[0], query_x[0]), expected)
 
 
-def test_pretrained_backbone_and_adaptation_curve(device):
+def test_pretrained_backbone_and_adaptation_curve(device, strategy):
     train = labelled_dataset(n_classes=8, n_per_class=6, size=16).to(device)
     classifier, history = fsl.train_pretrained(
         train, epochs=2, batch_size=16, hidden_channels=4, progress=False
     )
     assert classifier.head.out_features == 8 and history.epoch == 2
-    finetune = fsl.FineTune(classifier.backbone, train.image_shape, 4, lr=0.5, steps=3)
+    finetune = fsl.FineTune(
+        classifier.backbone, train.image_shape, 4, lr=0.5, steps=3, strategy=strategy
+    )
     episodes = fsl.EpisodeSet(train, 4, 1, 2, n_episodes=6, seed=0)
     curve = finetune.adaptation_curve(episodes, batch_size=4)
     assert len(curve) == 4 and all(a.n == 6 for a in curve)
@@ -380,3 +391,44 @@ def test_pretrained_backbone_and_adaptation_curve(device):
     batched = fsl.evaluate(finetune, episodes, batch_size=4)
     single = fsl.evaluate(finetune, episodes)
     assert batched.mean == pytest.approx(single.mean) == pytest.approx(curve[-1].mean)
+
+
+def test_auto_strategy_is_the_loop_on_a_cpu_and_vmap_on_a_gpu():
+    from fslearn.methods.strategies import resolve_strategy
+
+    assert resolve_strategy("auto", "cpu") == "loop"
+    assert resolve_strategy("auto", torch.device("cuda", 0)) == "vmap"
+    assert resolve_strategy("vmap", "cpu") == "vmap" and resolve_strategy("loop", "cuda") == "loop"
+    maml = fsl.MAML(tiny_model())
+    assert maml.strategy == "auto" and maml.strategy_for("cpu") == "loop"
+    assert "strategy='auto'" in repr(maml)
+    with pytest.raises(
+        ValueError, match=r"strategy must be one of \('auto', 'loop', 'vmap'\); got"
+    ):
+        fsl.MAML(tiny_model(), strategy="batched")
+
+
+def test_the_loop_uses_torch_s_batch_norm_kernel_and_its_second_derivatives_are_exact():
+    from fslearn.models.task_batch_norm import native_batch_norm
+
+    norm = fsl.TaskBatchNorm2d(3).double()
+    nn.init.normal_(norm.weight)
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    composite = norm(x)
+    with native_batch_norm():
+        native = norm(x)
+    torch.testing.assert_close(native, composite)
+    assert native.grad_fn.name() != composite.grad_fn.name()  # another kernel, same numbers
+    with native_batch_norm():
+        assert torch.autograd.gradgradcheck(norm, (x,))
+
+
+def test_loop_and_vmap_give_the_same_meta_gradient_in_float32():
+    batch = tasks(seed=5, dtype=torch.float32)
+    grads = {}
+    for strategy in ("loop", "vmap"):
+        model = tiny_model(dtype=torch.float32)
+        _, grads[strategy] = batched_meta_gradient(
+            fsl.MAML(model, inner_lr=0.3, inner_steps=2, strategy=strategy), batch
+        )
+    assert relative_error(grads["loop"], grads["vmap"]) < 1e-5

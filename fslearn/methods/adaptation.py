@@ -4,8 +4,17 @@ MAML and the fine-tuning baseline share everything but their starting point:
 a classifier ``model`` whose parameters are held as a dict, applied with
 :func:`torch.func.functional_call`, and adapted to a task by a few steps of
 plain gradient descent on the support loss, each step one :func:`torch.func.grad`.
-Batches of tasks (a leading ``T`` dimension) are processed together with
-:func:`torch.func.vmap`.
+Batches of tasks (a leading ``T`` dimension) run one of two ways, the same numbers
+either way (the oracle tests hold both to a per-task autograd loop in float64):
+
+- ``"vmap"``: all tasks at once under :func:`torch.func.vmap`, each inner step a
+  :func:`torch.func.grad`: a few large kernels instead of ``T`` small ones, which is what a
+  GPU wants;
+- ``"loop"``: one task after another, each inner step a plain ``torch.autograd.grad``, with
+  torch's own batch-norm kernel (exact outside ``vmap``): the faster of the two on a CPU,
+  where kernel launches cost little and ``vmap``'s batching rules cost a lot.
+
+``strategy="auto"`` (the default) picks ``"loop"`` on a CPU and ``"vmap"`` elsewhere.
 
 BatchNorm under ``vmap`` cannot update running statistics, so a model adapted
 this way either normalises with per-task batch statistics
@@ -22,7 +31,9 @@ from torch.func import functional_call, grad, vmap
 
 from ..common import check_positive_int
 from ..evaluation import confidence_interval
+from ..models.task_batch_norm import native_batch_norm
 from ..sampling.tasks import check_task
+from .strategies import autograd_gradient, resolve_strategy, stack_tasks
 
 
 def check_head_and_body(model: nn.Module) -> None:
@@ -63,12 +74,21 @@ class GradientLearner(nn.Module):
         test_steps: inner steps when the learner is called.
         head_only: adapt only ``model.head`` and keep ``model.backbone`` fixed
             (ANIL); the support and query features are then computed once per task.
+        strategy: how a batch of tasks runs: ``"loop"``, ``"vmap"`` or ``"auto"``
+            (``"loop"`` on a CPU, ``"vmap"`` elsewhere); the same numbers either way.
     """
 
     def __init__(
-        self, model: nn.Module, *, inner_lr: float, test_steps: int, head_only: bool = False
+        self,
+        model: nn.Module,
+        *,
+        inner_lr: float,
+        test_steps: int,
+        head_only: bool = False,
+        strategy: str = "auto",
     ):
         super().__init__()
+        resolve_strategy(strategy, "cpu")
         if not inner_lr > 0:
             raise ValueError(f"inner_lr must be > 0; got {inner_lr}")
         if test_steps != 0:
@@ -79,6 +99,23 @@ class GradientLearner(nn.Module):
         self.inner_lr = float(inner_lr)
         self.test_steps = test_steps
         self.head_only = head_only
+        self.strategy = strategy
+
+    def strategy_for(self, device: torch.device | str) -> str:
+        """``"loop"`` or ``"vmap"``: how this learner runs tasks whose tensors are on
+        ``device``."""
+        return resolve_strategy(self.strategy, device)
+
+    def _run_tasks(self, task, *tensors: torch.Tensor, batched: bool):
+        """``task(*one_task, autograd=…)`` over the leading task dimension of ``tensors`` when
+        ``batched`` (else on them as one task), by this learner's strategy."""
+        if self.strategy_for(tensors[0].device) == "vmap":
+            run = vmap(lambda *one: task(*one, autograd=False))
+            return run(*tensors) if batched else task(*tensors, autograd=False)
+        with native_batch_norm():
+            if not batched:
+                return task(*tensors, autograd=True)
+            return stack_tasks([task(*one, autograd=True) for one in zip(*tensors, strict=True)])
 
     def params(self) -> dict[str, torch.Tensor]:
         """The model's parameters by name: the starting point θ of every adaptation."""
@@ -102,19 +139,32 @@ class GradientLearner(nn.Module):
         )
 
     def _inner_loop(
-        self, params, support_x, support_y, query_x, steps: int, *, first_order: bool, on_step=None
+        self,
+        params,
+        support_x,
+        support_y,
+        query_x,
+        steps: int,
+        *,
+        first_order: bool,
+        on_step=None,
+        autograd: bool = False,
     ):
         """Adapt ``params`` to one task; returns ``(apply, fast params, query input)``.
 
         ``on_step(i, apply, fast, query_input)`` is called before the first step and after
-        every step (``i = 0 … steps``), for per-step query losses.
+        every step (``i = 0 … steps``), for per-step query losses. Each step's gradient is a
+        :func:`torch.func.grad` (which ``vmap`` needs), or with ``autograd`` a plain
+        ``torch.autograd.grad`` (cheaper, one task at a time).
         """
         fast, apply, support_in, query_in = self._task_inputs(params, support_x, query_x)
 
         def support_loss(p):
             return F.cross_entropy(apply(p, support_in), support_y)
 
-        gradient = grad(support_loss)
+        gradient = (
+            autograd_gradient(support_loss, not first_order) if autograd else grad(support_loss)
+        )
         for step in range(steps):
             if on_step is not None:
                 on_step(step, apply, fast, query_in)
@@ -172,7 +222,14 @@ class GradientLearner(nn.Module):
                 f"adapt takes one task; got support_x of shape {tuple(support_x.shape)}"
             )
         params = {name: value.detach() for name, value in self.params().items()}
-        _, fast, _ = self._inner_loop(params, support_x, support_y, None, steps, first_order=True)
+
+        def task(sx, sy, *, autograd):
+            _, fast, _ = self._inner_loop(
+                params, sx, sy, None, steps, first_order=True, autograd=autograd
+            )
+            return fast
+
+        fast = self._run_tasks(task, support_x, support_y, batched=False)
         return {name: value.detach() for name, value in self._full_params(params, fast).items()}
 
     def predict(self, query_x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -204,20 +261,27 @@ class GradientLearner(nn.Module):
         batched = self._check_task(support_x, support_y, query_x)
         params = {name: value.detach() for name, value in self.params().items()}
 
-        def task(sx, sy, qx):
+        def task(sx, sy, qx, *, autograd):
             logits = []
 
             def record(_, apply, fast, query_in):
                 logits.append(apply(fast, query_in).detach())
 
             apply, fast, query_in = self._inner_loop(
-                params, sx, sy, qx, steps, first_order=True, on_step=record if every_step else None
+                params,
+                sx,
+                sy,
+                qx,
+                steps,
+                first_order=True,
+                on_step=record if every_step else None,
+                autograd=autograd,
             )
             if not every_step:
                 logits.append(apply(fast, query_in).detach())
             return torch.stack(logits)
 
-        out = (vmap(task) if batched else task)(support_x, support_y, query_x)
+        out = self._run_tasks(task, support_x, support_y, query_x, batched=batched)
         if not torch.isfinite(out).all():
             raise FloatingPointError(
                 f"adaptation diverged: query logits are not finite after {steps} steps "

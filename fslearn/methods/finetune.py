@@ -30,6 +30,8 @@ class FineTune(GradientLearner):
         lr: step size of the gradient steps on the support loss.
         steps: gradient steps per task.
         whole: also fine-tune the backbone (default: only the head).
+        strategy: how a batch of tasks runs (``"auto"``, ``"loop"`` or ``"vmap"``), as in
+            :class:`~fslearn.GradientLearner`.
 
     The head starts at zero, so before any step every class scores the same.
     Call shape: ``finetune(support_x, support_y, query_x) -> logits``, one task or
@@ -45,6 +47,7 @@ class FineTune(GradientLearner):
         lr: float = 0.5,
         steps: int = 50,
         whole: bool = False,
+        strategy: str = "auto",
     ):
         model = Classifier(backbone, image_shape, n_way)
         reference = next(backbone.parameters(), None)
@@ -52,7 +55,9 @@ class FineTune(GradientLearner):
             model.head.to(device=reference.device, dtype=reference.dtype)
         nn.init.zeros_(model.head.weight)
         nn.init.zeros_(model.head.bias)
-        super().__init__(model, inner_lr=lr, test_steps=steps, head_only=not whole)
+        super().__init__(
+            model, inner_lr=lr, test_steps=steps, head_only=not whole, strategy=strategy
+        )
         self.train(self.training)
 
     def train(self, mode: bool = True) -> FineTune:

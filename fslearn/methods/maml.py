@@ -9,9 +9,11 @@ One meta-iteration, as in the paper's Algorithm 2:
 4. update θ with the gradient of the mean query loss (through the inner steps,
    hence second order) using any torch optimizer.
 
-Here θ is a dict, step 2 is :func:`torch.func.grad`, all ``T`` tasks run at once
-under :func:`torch.func.vmap`, and step 4 is an ordinary ``loss.backward()``. The
-whole meta-iteration runs on the device without a host synchronisation.
+Here θ is a dict and step 4 is an ordinary ``loss.backward()``. On a GPU all ``T`` tasks run
+at once under :func:`torch.func.vmap`, step 2 a :func:`torch.func.grad`, and the whole
+meta-iteration runs on the device without a host synchronisation; on a CPU the tasks run one
+after another with plain autograd and torch's batch-norm kernel, which is faster there
+(``strategy``, in :class:`~fslearn.GradientLearner`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import vmap
 
 from ..common import check_positive_int
 from ..models.classifier import Classifier
@@ -88,6 +89,8 @@ class MAML(GradientLearner):
         first_order: drop the second-order terms (FOMAML).
         anil: adapt only the head in the inner loop (Raghu et al. 2020); the
             outer loop still trains every parameter.
+        strategy: ``"auto"`` (``"loop"`` on a CPU, ``"vmap"`` elsewhere), ``"loop"`` or
+            ``"vmap"``: how a batch of tasks runs; the same numbers either way.
 
     The learner has the shared call shape: ``maml(support_x, support_y, query_x)``
     adapts and returns query logits. :meth:`meta_loss` is one meta-training step.
@@ -102,9 +105,12 @@ class MAML(GradientLearner):
         test_steps: int = 10,
         first_order: bool = False,
         anil: bool = False,
+        strategy: str = "auto",
     ):
         check_batch_norm(model, second_order=not first_order)
-        super().__init__(model, inner_lr=inner_lr, test_steps=test_steps, head_only=anil)
+        super().__init__(
+            model, inner_lr=inner_lr, test_steps=test_steps, head_only=anil, strategy=strategy
+        )
         if inner_steps != 0:
             inner_steps = check_positive_int("inner_steps", inner_steps)
         self.inner_steps = inner_steps
@@ -118,7 +124,7 @@ class MAML(GradientLearner):
         kind = "ANIL" if self.anil else "first-order" if self.first_order else "second-order"
         return (
             f"{kind}, inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
-            f"test_steps={self.test_steps}"
+            f"test_steps={self.test_steps}, strategy={self.strategy!r}"
         )
 
     def meta_loss(
@@ -162,7 +168,7 @@ class MAML(GradientLearner):
             )
         params = self.params()
 
-        def task(sx, sy, qx, qy):
+        def task(sx, sy, qx, qy, *, autograd):
             weighted, recorded = [], []
 
             def on_step(i, apply, fast, query_in):
@@ -183,6 +189,7 @@ class MAML(GradientLearner):
                 steps,
                 first_order=self.first_order,
                 on_step=on_step if track else None,
+                autograd=autograd,
             )
             logits = apply(fast, query_in)
             loss = F.cross_entropy(logits, qy)
@@ -191,7 +198,7 @@ class MAML(GradientLearner):
             accuracy = (logits.argmax(-1) == qy).float().mean()
             return (loss, accuracy, torch.stack(recorded)) if record_steps else (loss, accuracy)
 
-        out = vmap(task)(support_x, support_y, query_x, query_y)
+        out = self._run_tasks(task, support_x, support_y, query_x, query_y, batched=True)
         metrics = {"accuracy": out[1].mean()}
         if record_steps:
             for i, value in enumerate(out[2].mean(0).unbind()):

@@ -31,7 +31,7 @@ FIELDS = ("format", "spec", "config", "state", "history", "rng", "versions")
 
 #: Config fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "epochs", "device", "progress", "resume", "out", "checkpoint_every"}
+    {"steps", "epochs", "device", "progress", "resume", "out", "checkpoint_every", "maml_strategy"}
 )
 
 #: The budgets a config may hold, by the saved history's counter of the work each one bounds.

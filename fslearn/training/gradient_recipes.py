@@ -41,6 +41,7 @@ def train_maml(
     step_weights=None,
     record_steps: bool = False,
     compile: bool = False,
+    strategy: str = "auto",
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -67,6 +68,9 @@ def train_maml(
         compile: run the meta-objective under ``torch.compile`` (with CUDA
             graphs on a GPU): the first iteration compiles for a minute or more,
             the following ones are several times faster.
+        strategy: how the meta-batch's tasks run: ``"auto"`` (``"loop"`` on a CPU, ``"vmap"``
+            elsewhere), ``"loop"`` or ``"vmap"`` (:class:`~fslearn.GradientLearner`); the
+            checkpoint's config records the one that ran as ``maml_strategy``.
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
         world: the processes training together (:mod:`fslearn.distributed`): every rank
             draws the whole meta-batch and adapts its ``meta_batch / W`` tasks; with per-task
@@ -88,6 +92,7 @@ def train_maml(
         test_steps=test_steps,
         first_order=first_order,
         anil=anil,
+        **({} if strategy == "auto" else {"strategy": strategy}),
     )
     device = train.device
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
@@ -97,7 +102,13 @@ def train_maml(
         checkpoint,
         spec,
         train,
-        {**config, "rotate": rotate, "step_weights": weights_list, "seed": seed},
+        {
+            **config,
+            "rotate": rotate,
+            "step_weights": weights_list,
+            "seed": seed,
+            "maml_strategy": learner.strategy_for(device),
+        },
         sampler=sampler.generator,
     )
     weights = (

@@ -56,7 +56,8 @@ def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
     if method == "maml":
         model = maml_classifier(spec["n_way"], shape, hidden, seed=seed)
         options = {k: spec[k] for k in SPEC_FIELDS["maml"][1:]}
-        return MAML(model, **options)
+        # Optional: specs written before there was a choice ran what "auto" picks.
+        return MAML(model, **options, strategy=spec.get("strategy", "auto"))
     backbone = Conv4(shape[0], hidden, seed=seed)
     if method == "protonet":
         return ProtoNet(backbone, spec["distance"])
