@@ -362,6 +362,7 @@ def test_bench_refuses_what_it_would_ignore_or_overwrite_before_timing(tmp_path)
     for options, match in [
         (["--settings", "omniglot-20"], "unknown --settings ['omniglot-20']; choose from"),
         (["--what", "sampler", "--out", tmp_path / "x.json"], "--out apply to the MAML rows"),
+        (["--what", "strategies", "--out", tmp_path / "x.json"], "--out, --no-compile apply to"),
         (["--out", tmp_path], f"--out {tmp_path} is a folder"),
         (["--out", mine], f"--out {mine} exists and is not a results file of fslearn bench"),
     ]:

@@ -253,3 +253,54 @@ def test_reference_record_has_a_source_and_one_rate_per_row():
     learn2learn = table.loc["learn2learn (per-task loop)"].set_index("order")
     assert learn2learn.loc["second", "1 step (it / s)"] == 1.6
     assert learn2learn.loc["first", "5 steps (it / s)"] == "—"  # not measured
+
+
+def test_strategy_rows_cover_every_setting_and_implementation():
+    rows = speed.maml_strategy_speed(
+        "cpu", meta_batches=(1,), inner_steps=(1,), orders=("second", "first"), rounds=1
+    )
+    names = [speed.LOOP, speed.VMAP] + [speed.HIGHER] * speed.higher_available()
+    assert [(row["order"], row["implementation"]) for row in rows] == [
+        (order, name) for order in ("second", "first") for name in names
+    ]
+    for row in rows:
+        assert row["meta_batch"] == 1 and row["inner_steps"] == 1 and row["ms_per_iteration"] > 0
+        if speed.higher_available():
+            higher = next(
+                r
+                for r in rows
+                if r["order"] == row["order"] and r["implementation"] == speed.HIGHER
+            )
+            expected = row["ms_per_iteration"] / higher["ms_per_iteration"]
+            assert row["vs_higher"] == pytest.approx(expected, rel=0.02)
+        else:
+            assert row["vs_higher"] is None
+    table = speed.format_table(rows, speed.STRATEGY_COLUMNS)
+    assert speed.LOOP in table and "× higher" in table
+    with pytest.raises(ValueError, match="orders must be"):
+        speed.maml_strategy_speed("cpu", orders=("third",))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_higher_loop_computes_the_same_meta_gradient_as_fsl_maml(first_order):
+    pytest.importorskip("higher")
+    from fslearn.bench.strategies import _loss_backward, _with_torch_batch_norm
+
+    generator = torch.Generator().manual_seed(0)
+    batch = fslearn.Episode(
+        torch.rand(2, 6, 1, 16, 16, generator=generator, dtype=torch.float64),
+        torch.arange(3).repeat_interleave(2).expand(2, -1),
+        torch.rand(2, 9, 1, 16, 16, generator=generator, dtype=torch.float64),
+        torch.arange(3).repeat_interleave(3).expand(2, -1),
+        torch.arange(3).expand(2, -1),
+    )
+    grads = {}
+    for name in (speed.LOOP, speed.VMAP, speed.HIGHER):
+        model = fslearn.maml_classifier(3, (1, 16, 16), hidden_channels=4, seed=0).double()
+        if name == speed.HIGHER:
+            model = _with_torch_batch_norm(model)
+            assert not any(isinstance(m, fslearn.TaskBatchNorm2d) for m in model.modules())
+        _loss_backward(name, model, 2, first_order)(batch)
+        grads[name] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    torch.testing.assert_close(grads[speed.HIGHER], grads[speed.LOOP], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grads[speed.VMAP], grads[speed.LOOP], rtol=1e-9, atol=1e-12)

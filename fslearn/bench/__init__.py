@@ -1,14 +1,17 @@
 """Speed benchmarks, each against a baseline timed in the same run, and the results files.
 
 Ratios against a baseline measured in the same process mean something on a noisy
-or shared machine, where absolute times do not. Two benchmarks:
+or shared machine, where absolute times do not. The benchmarks:
 
 * :func:`sampler_speed`: :class:`~fslearn.EpisodeSampler` against the DataLoader +
   task batch-sampler pipeline of easyfsl and torchmeta (:func:`dataloader_episodes`).
 * :func:`maml_speed`: meta-iterations per second of second-order MAML on the paper's
   Omniglot and miniImageNet settings, for the per-task loop most libraries run
   (:func:`per_task_meta_loss`), fslearn's batched :class:`~fslearn.MAML` in eager
-  mode, and the same under ``torch.compile`` as ``train_maml(compile=True)`` runs it.
+  mode (``strategy="vmap"``), and the same under ``torch.compile`` as
+  ``train_maml(compile=True)`` runs it.
+* :func:`maml_strategy_speed`: ``fsl.MAML``'s two strategies, ``"loop"`` and ``"vmap"``,
+  against a per-task loop written with ``higher`` (when it is installed), interleaved.
 
 ``benchmarks/bench_sampler.py``, ``benchmarks/bench_maml.py`` and ``fslearn bench``
 print their rows with :func:`format_table`; :func:`write_results` writes a results
@@ -33,6 +36,7 @@ from .report import (
     write_results,
 )
 from .sampler import SAMPLER_COLUMNS, sampler_speed
+from .strategies import HIGHER, LOOP, STRATEGY_COLUMNS, VMAP, higher_available, maml_strategy_speed
 from .tables import (
     ablation_table,
     paired_difference,
@@ -47,6 +51,12 @@ from .validation import format_validation, recorded_gpu_validation, write_valida
 __all__ = [
     "ABLATION_COLUMNS",
     "BASELINE",
+    "HIGHER",
+    "LOOP",
+    "STRATEGY_COLUMNS",
+    "VMAP",
+    "higher_available",
+    "maml_strategy_speed",
     "COMPILED",
     "DROPPED",
     "EAGER",

@@ -77,7 +77,9 @@ def _meta_iteration(implementation: str, spec: dict, dataset: FewShotDataset, me
                 steps=spec["inner_steps"],
             )
     else:
-        learner = MAML(model, inner_lr=spec["inner_lr"], inner_steps=spec["inner_steps"])
+        learner = MAML(
+            model, inner_lr=spec["inner_lr"], inner_steps=spec["inner_steps"], strategy="vmap"
+        )
         meta_loss = learner.meta_loss
         if implementation == COMPILED:
             # forget earlier compilations, so the first iteration pays in full

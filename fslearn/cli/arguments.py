@@ -216,8 +216,15 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("bench", help="speed of the episode sampler and of MAML, as tables")
     p.add_argument("--device", help="cpu, cuda, … (default: a GPU if there is one)")
-    p.add_argument("--what", choices=("all", "sampler", "maml"), default="all")
-    p.add_argument("--iterations", type=_positive, help="timed meta-iterations per row")
+    p.add_argument(
+        "--what",
+        choices=("all", "sampler", "maml", "strategies"),
+        default="all",
+        help="strategies: fsl.MAML's loop and vmap against higher's per-task loop, interleaved",
+    )
+    p.add_argument(
+        "--iterations", type=_positive, help="timed meta-iterations per row (strategies: rounds)"
+    )
     p.add_argument(
         "--meta-batch", type=_positive, help="override every setting's meta-batch (quick CPU runs)"
     )

@@ -28,6 +28,14 @@ def _check_bench(args, settings) -> None:
                 f"{', '.join(given)} apply to the MAML rows, which --what sampler does not time: "
                 "leave them out, or use --what maml"
             )
+    if args.what == "strategies":
+        given = [f"--{name}" for name in ("settings", "out") if getattr(args, name)]
+        given += ["--no-compile"] * bool(args.no_compile)
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} apply to --what maml, not to the strategies' table: "
+                "leave them out"
+            )
     if args.out is None:
         return
     out = Path(args.out)
@@ -56,6 +64,16 @@ def bench(args) -> int:
     if args.what in ("all", "sampler"):
         rows = bench.sampler_speed(device, n_tasks=args.meta_batch or 32)
         print(bench.format_table(rows, bench.SAMPLER_COLUMNS))
+    if args.what == "strategies":
+        rows = bench.maml_strategy_speed(
+            device,
+            meta_batches=(args.meta_batch,) if args.meta_batch else (4, 16),
+            rounds=args.iterations or 5,
+            progress=True,
+        )
+        print(bench.format_table(rows, bench.STRATEGY_COLUMNS))
+        if not bench.higher_available():
+            print('no "higher" row: pip install "fslearn[bench]" adds it')
     if args.what in ("all", "maml"):
         rows = bench.maml_speed(
             device,
