@@ -19,7 +19,7 @@ The baseline runs in the same process, so the speed-ups hold on a busy machine. 
 table also shows time to the first meta-iteration, which for the compiled version
 includes compilation: the wait a reader pays before training starts. With ``--out``
 the rows are written as JSON; ``--out fslearn/results/maml_speed.json`` replaces the
-measurement that ships with fslearn and that chapters 7 and 8 print.
+measurement that ships with fslearn and that chapter 10 prints.
 """
 
 from __future__ import annotations

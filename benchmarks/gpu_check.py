@@ -17,7 +17,7 @@ pytest, numpy, matplotlib, tqdm and Pillow, so it works on a GPU machine without
 Each step has a timeout and the whole run a deadline; a step that runs out of time is
 recorded as failed. The record (date, GPU, torch and CUDA versions, the command, the counts,
 seconds and benchmark rows) goes to ``--out``; ``make gpu-check`` writes it to
-``fslearn/results/gpu_validation.json``, which chapters 7 and 8 print. ``--device cpu
+``fslearn/results/gpu_validation.json``, which chapter 12 prints. ``--device cpu
 --tiny`` is the dry run of the whole harness: one test file, one chapter in its CPU
 configuration, one benchmark iteration; its record must go elsewhere.
 """

@@ -194,7 +194,7 @@ def plot_episode(episode, *, n_query: int | None = None, ink: bool = True, class
             each grouped by label.
         n_query: the queries to show per class (default: all of them).
         ink: draw ink (high values) dark on white, as for characters.
-        class_names: a label for each row (default: ``class <dataset class>``).
+        class_names: a label for each row (default: ``label <i> (class <dataset class>)``).
 
     Returns:
         The matplotlib ``Figure``.
@@ -210,14 +210,19 @@ def plot_episode(episode, *, n_query: int | None = None, ink: bool = True, class
         )
     n_way, n_shot = episode.n_way, episode.n_shot
     shown = episode.n_query if n_query is None else min(n_query, episode.n_query)
-    names = class_names or [f"class {int(c)}" for c in episode.classes]
+    names = class_names or [f"label {i} (class {int(c)})" for i, c in enumerate(episode.classes)]
     support = episode.support_x.detach().cpu().reshape(n_way, n_shot, *episode.support_x.shape[1:])
     query = (
         episode.query_x.detach().cpu().reshape(n_way, episode.n_query, *episode.query_x.shape[1:])
     )
     width = n_shot + shown + 1
+    label_inches = 0.075 * max(len(name) for name in names)
     fig, axes = plt.subplots(
-        n_way, width, figsize=(0.75 * width + 1.2, 0.8 * n_way + 0.6), squeeze=False
+        n_way,
+        width,
+        figsize=(0.62 * (width - 0.6) + label_inches + 0.3, 0.62 * n_way + 0.7),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1] * n_shot + [0.4] + [1] * shown, "hspace": 0.12},
     )
     for row in range(n_way):
         for col in range(width):
@@ -232,16 +237,31 @@ def plot_episode(episode, *, n_query: int | None = None, ink: bool = True, class
             for spine in ax.spines.values():
                 spine.set_edgecolor("tab:blue" if col < n_shot else "tab:orange")
                 spine.set_linewidth(2)
-        axes[row, 0].set_ylabel(names[row], rotation=0, ha="right", va="center", fontsize=10)
-    axes[0, 0].set_title(f"support ({n_shot}-shot)", loc="left", fontsize=11, color="tab:blue")
-    axes[0, n_shot + 1].set_title(
-        f"query ({shown} of {episode.n_query} per class)",
-        loc="left",
-        fontsize=11,
-        color="tab:orange",
+        axes[row, 0].set_ylabel(names[row], rotation=0, ha="right", va="center", fontsize=9)
+    top = axes[0, 0].get_position().y1
+    fig.text(
+        axes[0, 0].get_position().x0,
+        top + 0.01,
+        f"support ({n_shot}-shot)",
+        color="tab:blue",
+        fontsize=10,
+        va="bottom",
     )
-    fig.suptitle(f"one {n_way}-way {n_shot}-shot episode", fontsize=12)
-    fig.tight_layout()
+    fig.text(
+        axes[0, n_shot + 1].get_position().x0,
+        top + 0.01,
+        f"query ({shown} of {episode.n_query} per class)",
+        color="tab:orange",
+        fontsize=10,
+        va="bottom",
+    )
+    fig.suptitle(f"one {n_way}-way {n_shot}-shot episode", fontsize=11, y=0.995)
+    fig.subplots_adjust(
+        left=(label_inches + 0.15) / fig.get_figwidth(),
+        right=0.98,
+        bottom=0.03,
+        top=1 - 0.55 / fig.get_figheight(),
+    )
     return fig
 
 

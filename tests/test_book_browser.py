@@ -25,6 +25,12 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
+def _under_the_hood() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    [part] = [part for part in toc["parts"] if part["caption"] == "Under the hood"]
+    return [entry["file"] for entry in part["chapters"]]
+
+
 def _chapters() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     return [
@@ -213,7 +219,10 @@ def test_chapters_are_numbered(page):
     _open(page, "book/intro.html")
     entries = page.locator("nav.bd-links a").all_inner_texts()
     numbered = [e for e in entries if re.match(r"\d+\. ", e.strip())]
-    assert len(numbered) == len(_chapters()), entries
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    expected = sum(len(part["chapters"]) for part in toc["parts"] if part.get("numbered"))
+    assert len(numbered) == expected, entries
+    assert expected > len(_chapters()) - 1, "every chapter is in a numbered part"
 
 
 @pytest.mark.parametrize("chapter", _chapters())
@@ -221,3 +230,155 @@ def test_chapter_links_its_terms_to_the_glossary(page, chapter):
     _open(page, f"{chapter}.html")
     links = page.locator("main a[href*='glossary.html#term-']")
     assert links.count() >= 3, "the chapter links the terms it introduces to the glossary"
+
+
+# Checks live in collapsed cells: what shows without opening a toggle is the idea.
+VISIBLE_CODE = """() => Array.from(document.querySelectorAll('main div.cell_input'))
+  .filter(el => !el.closest('details'))
+  .map(el => el.innerText)"""
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_no_visible_code_cell_holds_a_check(page, chapter):
+    _open(page, f"{chapter}.html")
+    visible = page.evaluate(VISIBLE_CODE)
+    assert visible, "the chapter shows code"
+    checks = [code[:80] for code in visible if re.search(r"\bassert\b|assert_close|glue\(", code)]
+    assert not checks, f"visible code cells with checks in them: {checks}"
+    toggles = page.locator("div.cell.tag_check details")
+    assert toggles.count(), "the chapter's checks are in collapsed cells"
+    for i in range(toggles.count()):
+        toggle = toggles.nth(i)
+        assert not toggle.evaluate("d => d.open")
+        assert toggle.locator("summary").inner_text().strip().startswith("Checks")
+
+
+STRAY_NUMBER = re.compile(r"^-?\d+\.\d{6,}$")
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_no_output_is_a_stray_number(page, chapter):
+    _open(page, f"{chapter}.html")
+    outputs = [text.strip() for text in page.locator("div.cell_output").all_inner_texts()]
+    assert not [text for text in outputs if STRAY_NUMBER.match(text)]
+
+
+FIGURES = """() => Array.from(document.querySelectorAll('main div.cell_output img')).map(img => {
+  const figure = img.closest('figure');
+  return {
+    src: img.src.split('/').pop(),
+    id: figure ? figure.id : null,
+    number: figure ? (figure.querySelector('figcaption .caption-number') || {}).innerText : null,
+    caption: figure ? (figure.querySelector('figcaption .caption-text') || {}).innerText : null,
+  };
+})"""
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_every_figure_is_numbered_captioned_and_referred_to(page, chapter):
+    _open(page, f"{chapter}.html")
+    figures = page.evaluate(FIGURES)
+    assert figures
+    for figure in figures:
+        assert figure["number"] and re.match(r"Fig\. \d+\.\d+", figure["number"]), figure
+        assert figure["caption"] and len(figure["caption"].strip()) > 10, figure
+        referred = page.locator(f"main p a[href='#{figure['id']}']")
+        assert referred.count(), f"the text never refers to {figure['number']} ({figure['id']})"
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_chapter_opens_with_what_it_teaches_assumes_and_takes(page, chapter):
+    _open(page, f"{chapter}.html")
+    box = page.locator("main div.objectives.admonition")
+    assert box.count() == 1, "one objectives box"
+    text = box.inner_text()
+    assert "In this chapter" in text
+    assert "You will learn" in text and "You should know" in text and "Time" in text
+    first_section = page.locator("main section section").first
+    assert box.evaluate(
+        "(b, s) => !!(b.compareDocumentPosition(s) & Node.DOCUMENT_POSITION_FOLLOWING)",
+        first_section.element_handle(),
+    ), "the box comes before the first section"
+
+
+EXERCISES = """() => Array.from(document.querySelectorAll('main div.exercise.admonition'))
+.map(ex => {
+  const title = ex.querySelector('.admonition-title').innerText.trim();
+  const next = ex.nextElementSibling;
+  const summary = next && next.matches('div.cell.tag_solution')
+    ? next.querySelector('summary').innerText.trim() : null;
+  return {title, summary};
+})"""
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_each_exercise_has_its_own_solution_toggle_under_it(page, chapter):
+    _open(page, f"{chapter}.html")
+    exercises = page.evaluate(EXERCISES)
+    assert exercises, "the chapter has exercises"
+    for number, exercise in enumerate(exercises, start=1):
+        assert exercise["title"] == f"Exercise {number}", exercise
+        assert exercise["summary"], f"{exercise['title']} is not followed by its solution"
+        assert exercise["summary"].startswith(f"Solution {number}"), exercise
+    labels = page.locator("div.cell.tag_solution summary").all_inner_texts()
+    numbers = {int(m.group(1)) for label in labels if (m := re.match(r"Solution (\d+)", label))}
+    assert len(numbers) == len(exercises) and all(re.match(r"Solution \d+", t) for t in labels)
+
+
+def _svg_font_sizes(path: Path) -> list[float]:
+    """The sizes (in the SVG's own units) of the text matplotlib drew as paths: each glyph run
+    is scaled from matplotlib's 100-unit outlines."""
+    text = path.read_text()
+    return [100 * float(s) for s in re.findall(r"scale\((0\.\d+)[ ,]+-?0\.\d+\)", text)]
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_figure_text_is_legible_on_a_phone(phone, chapter):
+    _open(phone, f"{chapter}.html")
+    shown = phone.locator("main div.cell_output img").evaluate_all(
+        "els => els.map(e => [e.getAttribute('src'), e.getBoundingClientRect().width])"
+    )
+    small = []
+    for src, width in shown:
+        if not src.endswith(".svg"):
+            continue
+        path = (HTML / chapter).parent / src
+        view_box = re.search(r'viewBox="0 0 ([\d.]+) ', path.read_text())
+        sizes = _svg_font_sizes(path)
+        if not (view_box and sizes):
+            continue
+        px = min(sizes) * width / float(view_box.group(1))
+        if px < 9:
+            small.append((src.split("/")[-1], round(px, 1)))
+    assert not small, f"figure text under 9 CSS px at 400 px (figure, smallest text): {small}"
+
+
+SCROLLERS = """() => Array.from(document.querySelectorAll('main div.cell_output table, main table'))
+  .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
+  .map(el => ({text: el.innerText.slice(0, 40),
+               cue: getComputedStyle(el).backgroundImage.includes('gradient')}))"""
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_a_table_that_scrolls_on_a_phone_shows_a_cue(phone, chapter):
+    _open(phone, f"{chapter}.html")
+    assert not [t for t in phone.evaluate(SCROLLERS) if not t["cue"]]
+
+
+def test_under_the_hood_holds_the_engineering_and_the_concepts_none():
+    hood = set(_under_the_hood())
+    assert {"chapters/10_maml_at_speed", "chapters/11_scaling_out"} <= hood
+    words = re.compile(r"gpu-check|maml_speed\.json|recorded_maml_speed|provenance|not recorded")
+    for chapter in set(_chapters()) - hood:
+        source = (ROOT / f"{chapter}.md").read_text()
+        assert not words.findall(source), f"{chapter}: {sorted(set(words.findall(source)))}"
+
+
+def test_the_glossary_shows_its_chinese_terms_with_the_book_s_own_font(page):
+    _open(page, "book/glossary.html")
+    page.evaluate("document.fonts.ready")
+    loaded = page.evaluate(
+        "() => Array.from(document.fonts).filter(f => f.family.includes('fslearn CJK'))"
+        ".map(f => f.status)"
+    )
+    assert "loaded" in loaded, f"the CJK subset did not load: {loaded}"

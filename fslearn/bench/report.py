@@ -12,7 +12,7 @@ import torch
 from ..common import atomic_path
 from .timing import device_name
 
-# Inside the package, not beside it, so that chapters 7 and 8 find it in a pip install and in Colab.
+# Inside the package, not beside it, so that the chapters find it in a pip install and in Colab.
 RESULTS_FILE = "results/maml_speed.json"
 ABLATION_FILE = "results/minimal_ablation.json"
 
@@ -106,7 +106,7 @@ def write_results(
 def recorded_maml_speed() -> dict:
     """The MAML speed measurement shipped with fslearn, as :func:`results_record` wrote it.
 
-    It lives in ``fslearn/results/maml_speed.json``; chapters 7 and 8 print it
+    It lives in ``fslearn/results/maml_speed.json``; chapter 10 prints it
     (``speed_table()`` and ``provenance_table()`` show it as tables). Replace it with
     a measurement of your own GPU by
     ``python benchmarks/bench_maml.py --device cuda --out fslearn/results/maml_speed.json``.

@@ -140,10 +140,10 @@ def maml_strategy_speed(
             untimed warm-up round.
 
     Returns:
-        One row per setting and implementation: ``meta_batch``, ``inner_steps``, ``order``,
-        ``implementation``, ``ms_per_iteration`` (the median over the rounds) and
-        ``vs_higher``, the row's time over ``higher``'s in the same setting (``None``
-        without ``higher``).
+        A list with a row per setting and implementation, each a dict with ``meta_batch``,
+        ``inner_steps``, ``order``, ``implementation``, ``ms_per_iteration`` (the median over
+        the rounds) and ``vs_higher``, the row's time over ``higher``'s in the same setting
+        (``None`` without ``higher``).
     """
     device = torch.device(device)
     rounds = check_positive_int("rounds", rounds)

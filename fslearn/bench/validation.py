@@ -1,7 +1,7 @@
 """The GPU validation record: what ``make gpu-check`` ran on which hardware, and what passed.
 
 ``benchmarks/gpu_check.py run`` writes it; it ships inside the package beside the MAML speed
-record, ``fslearn/results/gpu_validation.json``, so that chapters 7 and 8 print it in a pip
+record, ``fslearn/results/gpu_validation.json``, so that chapter 12 prints it in a pip
 install and in Colab too.
 """
 

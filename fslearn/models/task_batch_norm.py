@@ -35,7 +35,7 @@ class TaskBatchNorm2d(nn.BatchNorm2d):
     because torch's fused batch-norm kernel gives wrong second derivatives under
     ``torch.func.vmap`` (meta-gradients off by 0.3–4% relative in float64,
     torch 2.13), while these operations differentiate exactly to any order. Outside
-    ``vmap``, inside :func:`native_batch_norm`, it calls torch's kernel instead: the
+    ``vmap``, inside ``native_batch_norm()`` (this module), it calls torch's kernel instead: the
     same numbers, faster.
 
     Shapes: ``(B, C, H, W) → (B, C, H, W)``.
