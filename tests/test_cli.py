@@ -135,6 +135,11 @@ def test_interrupted_cli_run_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
     log = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4]
+    # which way the tasks ran, on this CPU: recorded in the checkpoint and the results
+    saved = fsl.read_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    assert saved["config"]["maml_strategy"] == "loop"
+    results = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert results["maml_strategy"] == "loop"
 
 
 def test_pretrain_trains_in_epochs_and_tests_with_a_fitted_head(tmp_path):

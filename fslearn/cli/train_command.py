@@ -13,6 +13,7 @@ import torch
 
 from ..data.dataset import FewShotDataset
 from ..distributed import world_from_env
+from ..methods.strategies import resolve_strategy
 from ..sampling.episodes import check_episode_shape
 from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
 from .eval_commands import describe, test_checkpoint
@@ -217,6 +218,8 @@ def train(args) -> int:
             **test_setting,
         )
         result["train_seconds"] = seconds
+        if method == "maml":  # how its tasks ran: the same numbers either way, not the same time
+            result["maml_strategy"] = resolve_strategy("auto", device)
         if world.size > 1:
             result["processes"] = world.size
         if world.is_main:
