@@ -238,14 +238,23 @@ def plot_episode(episode, *, n_query: int | None = None, ink: bool = True, class
                 spine.set_edgecolor("tab:blue" if col < n_shot else "tab:orange")
                 spine.set_linewidth(2)
         axes[row, 0].set_ylabel(names[row], rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(
+        left=(label_inches + 0.15) / fig.get_figwidth(),
+        right=0.98,
+        bottom=0.03,
+        top=1 - 0.55 / fig.get_figheight(),
+    )
     top = axes[0, 0].get_position().y1
+    # Right-aligned over the support set: a 1-shot title runs left over the row labels'
+    # margin, not right into the query set's.
     fig.text(
-        axes[0, 0].get_position().x0,
+        axes[0, n_shot - 1].get_position().x1,
         top + 0.01,
         f"support ({n_shot}-shot)",
         color="tab:blue",
         fontsize=10,
         va="bottom",
+        ha="right",
     )
     fig.text(
         axes[0, n_shot + 1].get_position().x0,
@@ -256,12 +265,6 @@ def plot_episode(episode, *, n_query: int | None = None, ink: bool = True, class
         va="bottom",
     )
     fig.suptitle(f"one {n_way}-way {n_shot}-shot episode", fontsize=11, y=0.995)
-    fig.subplots_adjust(
-        left=(label_inches + 0.15) / fig.get_figwidth(),
-        right=0.98,
-        bottom=0.03,
-        top=1 - 0.55 / fig.get_figheight(),
-    )
     return fig
 
 
