@@ -185,7 +185,11 @@ try:
     raise AssertionError("a collective with a missing rank returned")
 except ProcessGroupError as error:
     assert "process 0 of 2 lost the others in all_reduce" in str(error), error
-print("collectives agree")
+print("collectives agree", flush=True)
+# Out at once: a gloo group whose peer is gone sometimes aborts in its threads' teardown at
+# interpreter exit ("terminate called without an active exception"), a race inside torch that
+# is not what this script checks.
+os._exit(0)
 """
 
 
