@@ -33,7 +33,7 @@ from ..common import check_positive_int
 from ..evaluation import confidence_interval
 from ..models.task_batch_norm import native_batch_norm
 from ..sampling.tasks import check_task
-from .strategies import autograd_gradient, resolve_strategy, stack_tasks
+from .strategies import autograd_gradient, check_strategy, resolve_strategy, stack_tasks
 
 
 def check_head_and_body(model: nn.Module) -> None:
@@ -88,7 +88,6 @@ class GradientLearner(nn.Module):
         strategy: str = "auto",
     ):
         super().__init__()
-        resolve_strategy(strategy, "cpu")
         if not inner_lr > 0:
             raise ValueError(f"inner_lr must be > 0; got {inner_lr}")
         if test_steps != 0:
@@ -99,7 +98,7 @@ class GradientLearner(nn.Module):
         self.inner_lr = float(inner_lr)
         self.test_steps = test_steps
         self.head_only = head_only
-        self.strategy = strategy
+        self.strategy = check_strategy(strategy)
 
     def strategy_for(self, device: torch.device | str) -> str:
         """``"loop"`` or ``"vmap"``: how this learner runs tasks whose tensors are on

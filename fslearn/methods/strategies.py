@@ -9,11 +9,16 @@ import torch
 STRATEGIES = ("auto", "loop", "vmap")
 
 
-def resolve_strategy(strategy: str, device: torch.device | str) -> str:
-    """``"loop"`` or ``"vmap"``: what ``strategy`` means for tensors on ``device``."""
+def check_strategy(strategy: str) -> str:
+    """``strategy``, or a ``ValueError`` naming it and the accepted values."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
-    if strategy != "auto":
+    return strategy
+
+
+def resolve_strategy(strategy: str, device: torch.device | str) -> str:
+    """``"loop"`` or ``"vmap"``: what ``strategy`` means for tensors on ``device``."""
+    if check_strategy(strategy) != "auto":
         return strategy
     return "loop" if torch.device(device).type == "cpu" else "vmap"
 
