@@ -67,6 +67,9 @@ def maml_classifier(
 ) -> Classifier:
     """Conv4 with per-task batch statistics and an ``n_way`` linear head: MAML's network.
 
+    Its blocks end in 2×2 max-pooling, as Finn et al.'s miniImageNet network does; for
+    Omniglot the paper (section 5.2) and its code use stride-2 convolutions instead.
+
     Args:
         n_way: classes per task (the head's outputs).
         image_shape: ``(C, H, W)`` of the images, e.g. ``(1, 28, 28)``.
@@ -85,7 +88,10 @@ class MAML(GradientLearner):
         inner_lr: the inner step size α (paper: 0.4 for Omniglot 5-way, 0.1 for
             20-way, 0.01 for miniImageNet).
         inner_steps: inner steps during meta-training (paper: 1 for Omniglot 5-way, else 5).
-        test_steps: inner steps at test time, when the learner is called (paper: 10).
+        test_steps: inner steps at test time, when the learner is called. The default, 10,
+            is what the authors' code takes for every dataset; the paper's appendix A.1
+            gives 3 for Omniglot 5-way, 5 for 20-way and 10 for miniImageNet, which
+            ``--recipe paper`` follows.
         first_order: drop the second-order terms (FOMAML).
         anil: adapt only the head in the inner loop (Raghu et al. 2020); the
             outer loop still trains every parameter.
