@@ -3,7 +3,7 @@
 Lake et al. keep the 30 background alphabets for training and the 20 evaluation
 alphabets for testing; Vinyals et al. (and Snell et al.) pool all 1 623 characters
 and draw 1 200 for training, each rotation a class of its own; Finn et al. (MAML)
-draw 1 100 / 100 / 1 423 − 1 200 and rotate per task instead.
+draw 1 100 / 100 / 1 623 − 1 200 and rotate per task instead.
 """
 
 from __future__ import annotations
