@@ -2,11 +2,14 @@
 
 ``recipe_settings("maml", "omniglot", n_way=20)`` gives the keyword arguments of
 :func:`~fslearn.train_maml` that Finn et al. used for Omniglot 20-way (5 inner
-steps, α = 0.1, meta-batch 16, …). The command line's ``--recipe`` reads them;
-options given explicitly override them.
+steps, α = 0.1, meta-batch 16, 5 test steps, …). The command line's ``--recipe`` reads them;
+options given explicitly override them. The book's page *Sources of the numbers*
+(``book/sources.md``) says where each number below is printed, and a test holds this module
+to it.
 
 The papers behind the ``"paper"`` recipe, and the test accuracies they report
-(%, ± 95% confidence interval where the paper gives one; 5w1s is 5-way 1-shot, and so on):
+(``PUBLISHED``; %, ± 95% confidence interval where the paper gives one; 5w1s is 5-way
+1-shot, and so on):
 
 ================================  ========  ========  ========  ========  ============  ============
 method                            Omniglot  Omniglot  Omniglot  Omniglot  miniImageNet  miniImageNet
@@ -18,12 +21,19 @@ ProtoNet (Snell et al. 2017)      98.8      99.7      96.0      98.9      49.42�
 Siamese (Koch et al. 2015) [*]    97.3      98.4      88.2      97.0
 ================================  ========  ========  ========  ========  ============  ============
 
-[*] As Finn et al. (2017) quote it.
+[*] As Finn et al. (2017) quote it in their table 1, which names Koch (2015). Koch et al.'s
+paper tests Omniglot only on Lake et al.'s 20-way runs within one alphabet; the row is a
+Siamese network tested under the protocol of Vinyals et al. (2016), on 28×28 images.
 
 * Finn, Abbeel and Levine (2017), *Model-Agnostic Meta-Learning for Fast Adaptation of
-  Deep Networks*, ICML: Conv4 with per-task batch statistics, Adam 1e-3 on the
-  meta-objective, 60 000 meta-iterations, 10 inner steps at test time; the rest is
-  :data:`MAML_PAPER`.
+  Deep Networks*, ICML: Conv4 with per-task batch statistics (on Omniglot the paper, §5.2,
+  and its code, github.com/cbfinn/maml, use stride-2 convolutions instead of max-pooling;
+  fslearn's Conv4 keeps max-pooling), Adam 1e-3 on the meta-objective, 60 000
+  meta-iterations; the rest is :data:`MAML_PAPER`. Test-time steps follow the paper's
+  appendix A.1 (3 for Omniglot 5-way, 5 for 20-way, 10 for miniImageNet); the authors'
+  code takes 10 for every dataset, as :class:`~fslearn.MAML`'s default does. Queries per
+  class: 15 on miniImageNet (the appendix), as many as shots on Omniglot (the appendix
+  gives none; the code draws ``2 × shots`` images per class, half of them queries).
 * Snell, Swersky and Zemel (2017), *Prototypical Networks for Few-shot Learning*,
   NeurIPS: Conv4-64, Adam 1e-3 halved every 2 000 episodes; Omniglot trained 60-way with 5
   queries, miniImageNet 30-way (1-shot) or 20-way (5-shot) with 15 queries.
@@ -50,16 +60,45 @@ METHODS = {
 RECIPES = ("paper", "quick", "minimal")
 MAML_FAMILY = ("maml", "fomaml", "anil")
 
-#: The MAML settings of Finn et al. (2017) for Omniglot 5-way, Omniglot 20-way and
-#: miniImageNet, whose meta-batch is 4 for 1-shot and 2 for 5-shot tasks.
+#: The MAML settings of Finn et al. (2017, appendix A.1) for Omniglot 5-way, Omniglot 20-way
+#: and miniImageNet, whose meta-batch is 4 for 1-shot and 2 for 5-shot tasks.
 MAML_PAPER = {
-    "omniglot": dict(hidden_channels=64, inner_steps=1, inner_lr=0.4, meta_batch=32, rotate=True),
+    "omniglot": dict(
+        hidden_channels=64, inner_steps=1, inner_lr=0.4, meta_batch=32, test_steps=3, rotate=True
+    ),
     "omniglot-20way": dict(
-        hidden_channels=64, inner_steps=5, inner_lr=0.1, meta_batch=16, rotate=True
+        hidden_channels=64, inner_steps=5, inner_lr=0.1, meta_batch=16, test_steps=5, rotate=True
     ),
     "miniimagenet": dict(
-        hidden_channels=32, inner_steps=5, inner_lr=0.01, meta_batch=4, rotate=False
+        hidden_channels=32, inner_steps=5, inner_lr=0.01, meta_batch=4, test_steps=10, rotate=False
     ),
+}
+#: Queries per class of MAML's training tasks on miniImageNet (the appendix, after Ravi and
+#: Larochelle); on Omniglot the authors' code draws as many queries as shots.
+MAML_PAPER_MINIIMAGENET_QUERIES = 15
+
+#: The test accuracies (%) reported by the papers behind the ``"paper"`` recipe:
+#: ``(method, dataset, n_way, n_shot) → (mean, 95% interval, or None where the paper gives
+#: none)``; the table in this module's docstring prints them.
+PUBLISHED = {
+    ("maml", "omniglot", 5, 1): (98.7, 0.4),
+    ("maml", "omniglot", 5, 5): (99.9, 0.1),
+    ("maml", "omniglot", 20, 1): (95.8, 0.3),
+    ("maml", "omniglot", 20, 5): (98.9, 0.2),
+    ("maml", "miniimagenet", 5, 1): (48.70, 1.84),
+    ("maml", "miniimagenet", 5, 5): (63.11, 0.92),
+    ("fomaml", "miniimagenet", 5, 1): (48.07, 1.75),
+    ("fomaml", "miniimagenet", 5, 5): (63.15, 0.91),
+    ("protonet", "omniglot", 5, 1): (98.8, None),
+    ("protonet", "omniglot", 5, 5): (99.7, None),
+    ("protonet", "omniglot", 20, 1): (96.0, None),
+    ("protonet", "omniglot", 20, 5): (98.9, None),
+    ("protonet", "miniimagenet", 5, 1): (49.42, 0.78),
+    ("protonet", "miniimagenet", 5, 5): (68.20, 0.66),
+    ("siamese", "omniglot", 5, 1): (97.3, None),
+    ("siamese", "omniglot", 5, 5): (98.4, None),
+    ("siamese", "omniglot", 20, 1): (88.2, None),
+    ("siamese", "omniglot", 20, 5): (97.0, None),
 }
 
 
@@ -86,7 +125,8 @@ def _paper(method: str, dataset: str, n_way: int | None, n_shot: int) -> dict:
         settings = maml_paper_settings(dataset, n_way, n_shot)
         if not mini:
             settings.pop("rotate")  # train_maml rotates by default
-        return dict(n_way=n_way, n_shot=n_shot, n_query=15, **settings)
+        n_query = MAML_PAPER_MINIIMAGENET_QUERIES if mini else n_shot
+        return dict(n_way=n_way, n_shot=n_shot, n_query=n_query, **settings)
     return {}  # Siamese, triplet, pre-training: the recipes' defaults are the settings
 
 
