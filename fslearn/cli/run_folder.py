@@ -10,8 +10,9 @@ A folder is an *fslearn run* when its ``checkpoint.pt`` reads as an fslearn chec
 (:func:`~fslearn.read_checkpoint`) that ``fslearn train`` wrote — its config records the
 method and the dataset — and its ``config.json``, if there is one, is a JSON object that
 records the same method and dataset. A new run refuses a folder holding any of
-``RUN_FILES``; ``--resume`` refuses one that is not an fslearn run. Files of other names
-are left alone.
+``RUN_FILES``; ``--resume`` refuses one that is not an fslearn run. A folder whose
+config.json records a run but whose checkpoint.pt cannot be read (a copy cut short) is a
+damaged run: both refuse it, saying how to continue. Files of other names are left alone.
 
 While a run may write the folder it holds ``fslearn.lock`` (:class:`RunLock`), created
 with ``O_CREAT | O_EXCL`` and holding the process's PID and host, so a second ``fslearn
@@ -31,7 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..training.checkpoint import Checkpoint, read_checkpoint
+from ..training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
 from .support import UsageError, write_json
 
 #: What ``fslearn train`` writes into ``--out``.
@@ -40,23 +41,46 @@ RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "results.json")
 LOCK = "fslearn.lock"
 
 
+def _recorded_run(out: Path) -> tuple[str, str] | None:
+    """The ``(method, dataset)`` that ``out``'s config.json records, or None without one."""
+    try:
+        record = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    run = (record.get("method"), record.get("dataset"))
+    return run if all(isinstance(field, str) and field for field in run) else None
+
+
 def _not_a_run(out: Path) -> str | None:
-    """Why ``out`` (which holds a checkpoint.pt) is not an fslearn run, or None when it is one."""
+    """Why ``out`` (which holds a checkpoint.pt) is not an fslearn run, or None when it is one.
+
+    Raises:
+        UsageError: ``out`` is an fslearn run (its config.json says so) whose checkpoint.pt
+            cannot be read; the message says how to continue.
+    """
     try:
         config = read_checkpoint(out / "checkpoint.pt")["config"]
+    except DamagedCheckpointError as error:
+        run = _recorded_run(out)
+        if run is None:
+            return f"its checkpoint.pt is not an fslearn checkpoint ({error.reason})"
+        present = [name for name in RUN_FILES if os.path.lexists(out / name)]
+        raise UsageError(
+            f"{out} holds an fslearn run ({run[0]} on {run[1]}, says its config.json) whose "
+            f"checkpoint.pt is damaged ({error.reason}): put back a whole copy of checkpoint.pt "
+            f"(a copy or sync that was cut short leaves such a file) and --resume continues the "
+            f"run; or delete {', '.join(present)} there to start it again, or choose another --out"
+        ) from None
     except (ValueError, OSError):
         return "its checkpoint.pt is not an fslearn checkpoint"
     if not config.get("method") or not config.get("dataset"):
         return "its checkpoint.pt was not written by fslearn train (no method or dataset)"
-    path = out / "config.json"
-    if not os.path.lexists(path):
+    if not os.path.lexists(out / "config.json"):
         return None  # a run killed right after its first checkpoint: resuming writes it
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = None
     run = (config["method"], config["dataset"])
-    if not isinstance(record, dict) or (record.get("method"), record.get("dataset")) != run:
+    if _recorded_run(out) != run:
         return f"its config.json is not the record of its checkpoint's {run[0]} run on {run[1]}"
     return None
 

@@ -18,7 +18,7 @@ from ..methods.prototypes import ProtoNet
 from ..methods.siamese import SiameseNet
 from ..models.classifier import Classifier
 from ..models.conv4 import Conv4
-from .checkpoint import read_checkpoint
+from .checkpoint import NOT_ITS_OWN, load_weights, read_checkpoint
 
 #: The ``method`` of every spec, with the options each one's spec adds to
 #: ``image_shape`` and ``hidden_channels``.
@@ -92,8 +92,9 @@ def load_learner(
             classifier (see :class:`~fslearn.FineTune`).
 
     Raises:
-        ValueError: the checkpoint's learner cannot take such tasks or images; the
-            message names the field.
+        ValueError: the checkpoint's learner cannot take such tasks or images (the
+            message names the field), or its weights do not fit its spec (the message
+            names the tensor and both shapes).
     """
     payload = read_checkpoint(path)
     spec = payload["spec"]
@@ -109,7 +110,9 @@ def load_learner(
             f"or train with --n-way {n_way}"
         )
     learner = build_learner(spec)
-    learner.load_state_dict(payload["state"]["model"])
+    if "model" not in payload["state"]:
+        raise ValueError(f"{path} holds no weights (no state 'model'); {NOT_ITS_OWN}")
+    load_weights(learner, payload["state"]["model"], path)
     if spec["method"] == "pretrain":
         if n_way is None:
             raise ValueError(
