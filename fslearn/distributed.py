@@ -21,23 +21,57 @@ GPUs, gloo on the CPU). A single process needs none of this: :data:`SINGLE`.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import numbers
 import os
 import re
+import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
 #: Seconds a rank waits in a collective for the others before it stops with an error.
 DEFAULT_TIMEOUT = 300.0
+#: The longest wait accepted. torch counts a wait in nanoseconds in 64 bits, which end after
+#: 292 years: past about 9e9 s its deadlines wrap around and a wait fails at once.
+MAX_TIMEOUT = 1e9
+#: What a timeout must be, for the messages that refuse one.
+TIMEOUT_RANGE = "a number of seconds > 0 and at most 1e9 (31 years)"
 
 
 class ProcessGroupError(RuntimeError):
     """A collective failed on this rank: another process died, hangs past the timeout, or the
     network between them broke. The message says which rank saw it and how to continue."""
+
+
+def check_timeout(timeout) -> float:
+    """``timeout`` as float seconds, checked to be a wait torch can keep.
+
+    Raises:
+        ValueError: ``timeout`` is not a number in ``(0, MAX_TIMEOUT]`` (NaN and infinity
+            included).
+    """
+    number = isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
+    if not (number and 0 < float(timeout) <= MAX_TIMEOUT):
+        raise ValueError(f"timeout must be {TIMEOUT_RANGE}; got {timeout!r}")
+    return float(timeout)
+
+
+def _lost(world: World, where: str, error: BaseException) -> ProcessGroupError:
+    """The :class:`ProcessGroupError` of ``world``'s rank, which lost the others ``where``."""
+    # gloo opens with the C++ source location, then says what happened.
+    said = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0]
+    return ProcessGroupError(
+        f"process {world.rank} of {world.size} lost the others in {where} ({said}): "
+        "another process died (its own output says why) or did not answer within the "
+        "process group's timeout (`--dist-timeout`). A run with a checkpoint continues "
+        "where it stopped with `fslearn train … --resume` (under `torchrun "
+        "--max-restarts`, `--resume auto` does it by itself)"
+    )
 
 
 def _together(world: World, op, *args) -> None:
@@ -46,15 +80,7 @@ def _together(world: World, op, *args) -> None:
     try:
         op(*args)
     except RuntimeError as error:  # gloo's and NCCL's failures, torch.distributed.DistError too
-        # gloo opens with the C++ source location, then says what happened.
-        said = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0]
-        raise ProcessGroupError(
-            f"process {world.rank} of {world.size} lost the others in {op.__name__} ({said}): "
-            "another process died (its own output says why) or did not answer within the "
-            "process group's timeout (`--dist-timeout`). A run with a checkpoint continues "
-            "where it stopped with `fslearn train … --resume` (under `torchrun "
-            "--max-restarts`, `--resume auto` does it by itself)"
-        ) from error
+        raise _lost(world, op.__name__, error) from error
 
 
 @dataclass(frozen=True)
@@ -79,10 +105,10 @@ class World:
         """
         if n % self.size:
             lower = n - n % self.size
+            near = f"{lower} or {lower + self.size}" if lower else f"{self.size}"
             raise ValueError(
                 f"{what}={n} cannot be split evenly over {self.size} processes: use a multiple "
-                f"of {self.size} (e.g. {lower or self.size} or {lower + self.size}), or a "
-                f"number of processes that divides {n}"
+                f"of {self.size} (e.g. {near}), or a number of processes that divides {n}"
             )
         per = n // self.size
         return slice(self.rank * per, (self.rank + 1) * per)
@@ -134,27 +160,40 @@ class World:
         parts[self.rank] = local + (self.size - 1) * (local - local.detach())
         return torch.cat(parts)
 
-    def check_same(self, settings: dict, what: str = "settings") -> None:
-        """Stop every rank, at the start, when the ranks were not given the same ``settings``.
+    def check_same(
+        self,
+        settings: dict,
+        what: str = "settings",
+        fix: str = "start every rank with the same command",
+    ) -> None:
+        """Stop every rank, at the start, when the ranks were not given the same ``settings``
+        (a dict of JSON-able values, nested dicts compared key by key).
 
         Raises:
-            ValueError: naming the keys that differ and each rank's digest of them.
+            ValueError: on every rank, naming each key that differs and each rank's value of
+                it, then ``fix``.
         """
         if self.size == 1:
             return
-        mine = json.dumps(settings, sort_keys=True, default=str)
+        mine = json.dumps(_flat(settings), sort_keys=True, default=str)
         everyone = [None] * self.size
         _together(self, dist.all_gather_object, everyone, mine)
-        if len(set(everyone)) > 1:
-            first = json.loads(everyone[0])
-            differ = sorted(
-                {k for s in everyone for k, v in json.loads(s).items() if first.get(k) != v}
-            )
-            digests = [hashlib.sha1(s.encode()).hexdigest()[:8] for s in everyone]
-            raise ValueError(
-                f"the {self.size} processes were started with different {what} (keys "
-                f"{differ}; per rank {digests}): start every rank with the same command"
-            )
+        if len(set(everyone)) == 1:
+            return
+        ranks = [json.loads(s) for s in everyone]
+        missing = "(not set)"
+        differ = []
+        for key in sorted({k for r in ranks for k in r}):
+            values = [json.dumps(r[key]) if key in r else missing for r in ranks]
+            if len(set(values)) > 1:
+                groups = {v: [rank for rank, w in enumerate(values) if w == v] for v in values}
+                differ.append(
+                    f"{key} ({'; '.join(f'{_ranks(g)}: {v}' for v, g in groups.items())})"
+                )
+        raise ValueError(
+            f"the {self.size} processes were started with different {what}: "
+            f"{', '.join(differ)}; {fix}"
+        )
 
     def running_stats(self, model: torch.nn.Module) -> dict | None:
         """A copy of ``model``'s batch-norm running statistics, taken before a step, for
@@ -221,6 +260,29 @@ class World:
             _together(self, dist.barrier)
 
 
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """``settings`` with nested dicts spread into ``"outer.inner"`` keys."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _ranks(ranks: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``"ranks 0-2, 5"``."""
+    runs = []
+    for rank in ranks:
+        if runs and rank == runs[-1][1] + 1:
+            runs[-1][1] = rank
+        else:
+            runs.append([rank, rank])
+    spans = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"rank {spans}" if len(ranks) == 1 else f"ranks {spans}"
+
+
 #: A single process, in which a share is everything and an average the value itself.
 SINGLE = World()
 
@@ -232,12 +294,16 @@ def world_from_env(device_type: str = "cpu", timeout: float = DEFAULT_TIMEOUT) -
     Args:
         device_type: ``"cuda"`` joins with NCCL (one GPU per process, ``cuda:LOCAL_RANK``),
             anything else with gloo.
-        timeout: seconds a collective waits for a missing rank before every rank stops with
-            an error, so that a rank that died or hangs never hangs the others for good.
+        timeout: seconds, in ``(0, MAX_TIMEOUT]``, that joining and every collective wait for
+            a missing rank before every rank stops with an error, so that a rank that died,
+            hangs or never came never hangs the others for good.
 
     Raises:
-        ValueError: the variables are malformed (naming them).
+        ValueError: ``timeout`` is out of range, or the variables are malformed (naming them).
+        ProcessGroupError: the others did not join within ``timeout``: a rank never started
+            or died, or nobody serves ``MASTER_ADDR:MASTER_PORT``.
     """
+    timeout = check_timeout(timeout)
     size = os.environ.get("WORLD_SIZE")
     if size is None:
         return SINGLE
@@ -248,24 +314,58 @@ def world_from_env(device_type: str = "cpu", timeout: float = DEFAULT_TIMEOUT) -
             local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         )
     except (KeyError, ValueError):
-        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-        found = {k: os.environ.get(k) for k in names}
-        raise ValueError(
-            f"torchrun's variables are malformed: {found}; start the processes with torchrun"
-        ) from None
+        _malformed("RANK", "WORLD_SIZE", "LOCAL_RANK")
     if not 0 <= world.rank < world.size:
         raise ValueError(f"RANK={world.rank} is outside 0 … WORLD_SIZE-1 = {world.size - 1}")
     if world.size > 1 and not dist.is_initialized():
+        try:
+            master = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+        except (KeyError, ValueError):
+            _malformed("MASTER_ADDR", "MASTER_PORT")
         wait = timedelta(seconds=timeout)
-        store, _, _ = next(dist.rendezvous("env://", timeout=wait))
-        # torchrun keeps one store across restarts: keys of each attempt apart, so that a
-        # restarted rank never reads the address of a rank that died.
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group(
-            backend="nccl" if device_type == "cuda" else "gloo",
-            store=dist.PrefixStore(f"fslearn/attempt-{attempt}/", store),
-            rank=world.rank,
-            world_size=world.size,
-            timeout=wait,
-        )
+        where = "joining them at MASTER_ADDR:MASTER_PORT = {}:{}".format(*master)
+        try:
+            # Rank 0 serves the store unless torchrun's agent does; the others connect to it.
+            if world.rank > 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+                _wait_for(master, timeout)
+            else:
+                socket.getaddrinfo(*master)  # a name that does not resolve: no use waiting
+            store, _, _ = next(dist.rendezvous("env://", timeout=wait))
+            # torchrun keeps one store across restarts: keys of each attempt apart, so that a
+            # restarted rank never reads the address of a rank that died.
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            dist.init_process_group(
+                backend="nccl" if device_type == "cuda" else "gloo",
+                store=dist.PrefixStore(f"fslearn/attempt-{attempt}/", store),
+                rank=world.rank,
+                world_size=world.size,
+                timeout=wait,
+            )
+        except (RuntimeError, OSError) as error:  # torch's DistError is a RuntimeError
+            raise _lost(world, where, error) from error
     return world
+
+
+def _malformed(*names: str) -> NoReturn:
+    found = {k: os.environ.get(k) for k in names}
+    raise ValueError(
+        f"torchrun's variables are malformed: {found}; start the processes with torchrun"
+    )
+
+
+def _wait_for(address: tuple[str, int], timeout: float) -> None:
+    """Return once something accepts connections at ``address``; TimeoutError after
+    ``timeout`` seconds. torch's own store client would log every failed try with a C++
+    stack trace, the picture of a crash where there is only a rank still to come."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection(address, timeout=max(min(left, 5.0), 0.1)):
+                return
+        except OSError as error:
+            if left <= 0:
+                raise TimeoutError(
+                    f"nobody answered there within {timeout:g} s: {error.strerror or error}"
+                ) from None
+            time.sleep(min(0.2, max(left, 0)))

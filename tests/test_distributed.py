@@ -31,6 +31,7 @@ import pytest
 import torch
 
 import fslearn as fsl
+from fslearn.cli import main as fsl_main
 from fslearn.distributed import SINGLE, World, world_from_env
 
 TINY = ["--dataset", "embedded", "--recipe", "quick", "--hidden-channels", "8"]
@@ -171,11 +172,16 @@ torch.testing.assert_close(norm.running_var, alone.running_var)
 assert int(norm.num_batches_tracked) == int(alone.num_batches_tracked) == 3 * W
 
 assert world.first_error("rank 1 failed" if r == 1 else None) == "rank 1 failed"
+world.check_same({"steps": 2, "test": {"seed": 0}})
 try:
-    world.check_same({"steps": 2 + r, "seed": 0})
+    settings = {"steps": 2 + r, "seed": 0, "test": {"n_query": 15, "seed": r}}
+    world.check_same({**settings, **({"out": "b"} if r else {})}, fix="do it")
     raise AssertionError("different settings were not noticed")
 except ValueError as error:
-    assert "different settings (keys ['steps']" in str(error), error
+    assert str(error) == (
+        "the 2 processes were started with different settings: out (rank 0: (not set); "
+        'rank 1: "b"), steps (rank 0: 2; rank 1: 3), test.seed (rank 0: 0; rank 1: 1); do it'
+    ), error
 
 world.barrier()
 if r == 1:
@@ -216,20 +222,119 @@ def test_the_collectives_compute_what_one_process_does():
     assert "collectives agree" in printed[0]
 
 
-def test_ranks_started_with_different_settings_stop_before_writing(tmp_path):
+@pytest.mark.parametrize(
+    "flag,values",
+    [
+        ("--steps", ("2", "3")),
+        # Test settings too: each rank would score its share of other episodes, and
+        # results.json would name rank 0's setting.
+        ("--test-seed", ("0", "1")),
+        ("--test-n-query", ("3", "4")),
+    ],
+)
+def test_ranks_started_with_different_settings_stop_before_writing(tmp_path, flag, values):
     out = tmp_path / "run"
-    command = ["-m", "fslearn", "train", "maml", "--meta-batch", "2", *TINY, *TEST]
-    ranks = _by_hand(
-        [
-            [*command, "--steps", "2", "--out", str(out)],
-            [*command, "--steps", "3", "--out", str(out)],
-        ]
-    )
+    command = ["-m", "fslearn", "train", "maml", "--meta-batch", "2", "--steps", "1"]
+    ranks = _by_hand([[*command, *TINY, *TEST, flag, v, "--out", str(out)] for v in values])
     printed = [rank.communicate(timeout=120)[0] for rank in ranks]
     assert [rank.returncode for rank in ranks] == [1, 1], printed
     for said in printed:
-        assert "fslearn train: error: the 2 processes were started with different settings" in said
-        assert "['steps']" in said and "Traceback" not in said
+        assert said.strip() == (
+            "fslearn train: error: the 2 processes were started with different settings: "
+            f"{flag} (rank 0: {values[0]}; rank 1: {values[1]}); start every rank with the same "
+            "command"
+        ), said
+    assert not out.exists()
+
+
+def test_a_summary_of_the_data_tells_copies_apart():
+    from fslearn.cli.train_command import _data_summary
+
+    dataset = fsl.FewShotDataset(
+        torch.zeros(3, 2, 1, 4, 4, dtype=torch.uint8), ["a", "b", "c"], ["x", "x", "y"], "toy"
+    )
+    summary = _data_summary(dataset)
+    assert summary.startswith("toy, 3 classes of 2 images, hash ")
+    copy = fsl.FewShotDataset(dataset.images.clone(), ["a", "b", "c"], ["x", "x", "y"], "toy")
+    assert _data_summary(copy) == summary
+    copy.images[2, 1, 0, 3, 3] = 1  # one pixel of one image
+    assert _data_summary(copy) != summary
+    assert _data_summary(dataset.select([0, 2, 1], name="toy")) != summary  # another order
+
+
+def test_ranks_are_named_in_runs():
+    from fslearn.distributed import _ranks
+
+    assert _ranks([3]) == "rank 3"
+    assert _ranks([0, 1, 2, 5, 7, 8]) == "ranks 0-2, 5, 7-8"
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_alone_stops_with_one_line_after_the_timeout(tmp_path, rank):
+    """Rank 0 waits for a peer that never comes; rank 1 for a master address nobody serves."""
+    port = _port()
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "fslearn", "train", "maml", "--meta-batch", "2", "--steps", "1"]
+        + [*TINY, *TEST, "--dist-timeout", "2", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **_env(),
+            **dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2"),
+            **dict(RANK=str(rank), LOCAL_RANK=str(rank)),
+        },
+    )
+    waited = time.monotonic() - start
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = done.stderr.strip()
+    assert "\n" not in said, said  # one line: neither a traceback nor torch's logged retries
+    why = "Timed out after" if rank == 0 else "nobody answered there within 2 s"
+    assert said.startswith(
+        f"fslearn train: error: process {rank} of 2 lost the others in joining them at "
+        f"MASTER_ADDR:MASTER_PORT = 127.0.0.1:{port} ({why}"
+    ), said
+    assert "--dist-timeout" in said and "--resume" in said
+    assert waited < 60, f"stopped after {waited:.0f} s with a 2 s timeout"
+    assert not (tmp_path / "run").exists()
+
+
+BAD_TIMEOUTS = ["nan", "0", "-1", "inf", "-inf", "1e10"]
+
+
+@pytest.mark.parametrize("value", BAD_TIMEOUTS)
+def test_a_bad_timeout_is_refused_in_one_process(monkeypatch, capsys, value):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r"timeout must be a number of seconds > 0 and at most"):
+        world_from_env(timeout=float(value))
+    with pytest.raises(SystemExit) as stopped:
+        fsl_main(["train", "maml", f"--dist-timeout={value}"])  # "-inf" alone reads as a flag
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "fslearn train: error: argument --dist-timeout: must be a number of seconds > 0 and at "
+        f"most 1e9 (31 years); got {value!r}; see `fslearn train --help`\n"
+    )
+
+
+@pytest.mark.parametrize("value", [True, "10", None])
+def test_a_timeout_is_a_number(value):
+    with pytest.raises(ValueError, match="timeout must be"):
+        world_from_env(timeout=value)
+
+
+def test_a_bad_timeout_is_refused_on_every_rank(tmp_path):
+    out = tmp_path / "run"
+    command = ["-m", "fslearn", "train", "maml", *TINY, "--dist-timeout", "nan", "--out", str(out)]
+    ranks = _by_hand([command] * 2)
+    printed = [rank.communicate(timeout=120)[0] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [2, 2], printed
+    for said in printed:
+        assert said.strip().startswith(
+            "fslearn train: error: argument --dist-timeout: must be a number of seconds > 0"
+        ), said
+        assert "\n" not in said.strip(), said
     assert not out.exists()
 
 

@@ -7,6 +7,7 @@ import math
 
 from .. import cli
 from ..data.catalog import DATASETS
+from ..distributed import TIMEOUT_RANGE, check_timeout
 from ..training.presets import METHODS, RECIPES
 from .eval_commands import eval_runs, evaluate_command
 from .tool_commands import bench, info
@@ -62,6 +63,13 @@ def _augment(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0 (0: none); got {text!r}")
     return value
+
+
+def _timeout(text: str) -> float:
+    try:
+        return check_timeout(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {TIMEOUT_RANGE}; got {text!r}") from None
 
 
 def _test_options(parser) -> None:
@@ -165,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dist-timeout",
-        type=float,
+        type=_timeout,
         default=300.0,
         help="under torchrun: seconds a process waits for the others before every process "
         "stops with an error (default 300)",

@@ -4,7 +4,9 @@ then test it."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import json
 import math
 import time
 from pathlib import Path
@@ -39,6 +41,37 @@ OVERRIDES = (
     "augment",
     "compile",
 )
+
+
+#: Options that may differ between the ranks of one run: they change how a rank runs or reports,
+#: not what the run computes. --data-root may name each machine's own copy of a dataset: the data
+#: itself is compared once loaded. --device is compared by its type (each rank takes its own GPU).
+PER_RANK = ("no_progress", "dist_timeout", "data_root", "device", "argv", "command")
+
+
+def _options(args, device: torch.device) -> dict:
+    """Every option of ``args`` that all ranks must share, by its flag (``METHOD``, ``--seed``,
+    …): an option added to the parser is compared unless it is listed in ``PER_RANK``."""
+    options = {
+        ("METHOD" if name == "method" else "--" + name.replace("_", "-")): value
+        for name, value in vars(args).items()
+        if name not in PER_RANK and not callable(value)  # args.run: the command's function
+    }
+    options["--device"] = device.type
+    return options
+
+
+def _data_summary(dataset: FewShotDataset) -> str:
+    """``dataset``'s name and shape, and a hash of its class names, groups and every image's sum
+    of pixel values: two copies that differ in any class or image differ here."""
+    images = dataset.images
+    sums = images.reshape(*images.shape[:2], -1).sum(-1, dtype=torch.int64)
+    described = json.dumps([dataset.class_names, dataset.groups, sums.tolist()])
+    digest = hashlib.sha1(described.encode()).hexdigest()[:12]
+    return (
+        f"{dataset.name}, {dataset.n_classes} classes of {dataset.n_per_class} images, "
+        f"hash {digest}"
+    )
 
 
 def _settings(args) -> dict:
@@ -143,7 +176,14 @@ def train(args) -> int:
         "out": str(out),
     }
     if world.size > 1:
-        world.check_same({**config, **settings, "test": test_setting, "resume": resume})
+        world.check_same(_options(args, device))
+        # The same options give the same settings, unless a rank runs other code or
+        # --resume auto finds a checkpoint on some machines only.
+        world.check_same(
+            {**settings, "test": test_setting, "resume": resume},
+            what="settings from the same options",
+            fix="run the same fslearn on every machine, with --out on storage they share",
+        )
     lock = RunLock(out)
     error = None
     if world.is_main:
@@ -172,6 +212,12 @@ def train(args) -> int:
     data = dict(method=method, root=args.data_root, device=device, progress=progress)
     train_set = dataset_for(args.dataset, "train", **data)
     test_set = dataset_for(args.dataset, "test", **data)
+    if world.size > 1:
+        world.check_same(
+            {"training data": _data_summary(train_set), "test data": _data_summary(test_set)},
+            what="data",
+            fix="give every machine the same copy of the dataset (--data-root)",
+        )
     if {"n_way", "n_shot", "n_query"} <= set(settings):  # the episodic recipes' training tasks
         _check_episodes(train_set, "training", settings, "")
     _check_episodes(test_set, "test", test_setting, "test-")
