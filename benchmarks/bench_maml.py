@@ -32,6 +32,7 @@ import torch
 
 import fslearn as fsl
 from fslearn import bench
+from fslearn.common import check_writable
 
 
 def main():
@@ -57,6 +58,11 @@ def main():
     )
     parser.add_argument("--notes", default="", help="free text stored with --out")
     args = parser.parse_args()
+    if args.out is not None:
+        try:  # now, not after minutes of timing
+            check_writable(args.out, flag="--out")
+        except OSError as error:
+            parser.error(str(error))
     device = torch.device(args.device)
     print(f"torch {torch.__version__} on {bench.device_name(device)}")
     rows = bench.maml_speed(

@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fslearn import bench  # noqa: E402
+from fslearn.common import check_writable  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,6 +48,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error(f"--scale must be in (0, 1]; got {args.scale}")
+    if args.out is not None:
+        try:  # now, not after an hour of training
+            check_writable(args.out, flag="--out")
+        except OSError as error:
+            parser.error(str(error))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = bench.minimal_ablation(

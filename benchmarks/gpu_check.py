@@ -15,7 +15,10 @@ pytest, numpy, matplotlib, tqdm and Pillow, so it works on a GPU machine without
    of the chapters' full (GPU) configuration with shorter training budgets.
 
 Each step has a timeout and the whole run a deadline; a step that runs out of time is
-recorded as failed. The record (date, GPU, torch and CUDA versions, the command, the counts,
+recorded as failed, and a run in which a step never started (its deadline had passed) or
+pytest counted no test writes no record, so that it cannot replace one of a run that ran.
+The arguments, the output paths and the chapter scripts are checked before anything runs.
+The record (date, GPU, torch and CUDA versions, the command, the counts,
 seconds and benchmark rows) goes to ``--out``; ``make gpu-check`` writes it to
 ``fslearn/results/gpu_validation.json``, which chapter 12 prints. ``--device cpu
 --tiny`` is the dry run of the whole harness: one test file, one chapter in its CPU
@@ -28,6 +31,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -76,9 +80,29 @@ def chapter_scripts(scripts: Path, names: list[str] | None) -> list[Path]:
     )
     if not manifest_file.is_file():
         raise SystemExit(f"no chapter scripts in {scripts}: {fix} and bring that folder along")
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # a copy cut short, or not the file prepare wrote
+        raise SystemExit(f"{manifest_file} cannot be read ({error}): {fix}") from None
+    if not (isinstance(manifest, dict) and all(isinstance(v, str) for v in manifest.values())):
+        raise SystemExit(f"{manifest_file} is not a manifest of chapter hashes: {fix}")
     names = names or sorted(manifest)
-    stale = [n for n in names if n not in manifest or md_hash(CHAPTERS / f"{n}.md") != manifest[n]]
+    if not names:
+        raise SystemExit(f"{manifest_file} lists no chapter: {fix}")
+    unknown = [n for n in names if not (CHAPTERS / f"{n}.md").is_file()]
+    if unknown:
+        chapters = sorted(md.stem for md in CHAPTERS.glob("*.md"))
+        raise SystemExit(
+            f"no chapter {unknown} in {CHAPTERS}: pass --chapters from {chapters}, or if the "
+            f"manifest names it, {fix}"
+        )
+    stale = [
+        n
+        for n in names
+        if n not in manifest
+        or md_hash(CHAPTERS / f"{n}.md") != manifest[n]
+        or not (scripts / f"{n}.py").is_file()
+    ]
     if stale:
         raise SystemExit(f"chapter scripts missing or older than their .md: {stale}; {fix}")
     return [scripts / f"{name}.py" for name in names]
@@ -211,7 +235,20 @@ def chapters(clock: Clock, scripts: list[Path], env: dict, timeout_s: float) -> 
 
 
 def check_out(args) -> None:
-    """Only a CUDA run of the whole check may become the package's record."""
+    """Refuse, before anything runs, a record or work folder that cannot be written, test
+    paths that are not there, and a dry run as the package's record: only a CUDA run of the
+    whole check may become it."""
+    from fslearn.common import check_writable
+
+    try:
+        check_writable(args.out, flag="--out")
+        if args.work is not None:
+            check_writable(args.work, flag="--work", folder=True)
+    except OSError as error:
+        raise SystemExit(str(error)) from None
+    missing = [path for path in args.tests or () if not (ROOT / path).exists()]
+    if missing:
+        raise SystemExit(f"--tests {missing}: no such test file or folder under {ROOT}")
     if (args.device != "cuda" or args.tiny) and args.out.resolve().parent == PACKAGE_RESULTS:
         raise SystemExit(
             f"a --device {args.device}{' --tiny' if args.tiny else ''} run is a dry run and must "
@@ -260,8 +297,14 @@ def run(args) -> dict:
         "chapters": ran,
         "benchmarks": benchmarked,
     }
-    bench.write_validation(args.out, record)
     print(bench.format_validation(record))
+    try:
+        bench.write_validation(args.out, record)
+    except ValueError as error:  # a run in which a step did not run: keep the record there
+        raise SystemExit(
+            f"{error}. Give the run more time (--deadline, now {args.deadline:g} s, and the "
+            "steps' timeouts), or name fewer --tests / --chapters"
+        ) from None
     print(f"wrote {args.out}")
     return record
 
@@ -276,6 +319,17 @@ def passed(record: dict) -> bool:
         and all(chapter["passed"] for chapter in record["chapters"])
         and record["benchmarks"]["error"] is None
     )
+
+
+def seconds(text: str) -> float:
+    """A time limit in seconds: a finite number above 0 (argparse's ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0; got {text!r}")
+    return value
 
 
 def main(argv: list[str]) -> int:
@@ -305,10 +359,10 @@ def main(argv: list[str]) -> int:
     go.add_argument("--tests", nargs="+", help="test files or folders (default: tests)")
     go.add_argument("--chapters", nargs="+", help="chapter names, e.g. 03_episodes (default: all)")
     go.add_argument("--work", type=Path, help="keep pytest's junit.xml and the benchmark rows here")
-    go.add_argument("--deadline", type=float, default=450, help="seconds for the whole run")
-    go.add_argument("--test-timeout", type=float, default=180)
-    go.add_argument("--bench-timeout", type=float, default=90)
-    go.add_argument("--chapter-timeout", type=float, default=90)
+    go.add_argument("--deadline", type=seconds, default=450, help="seconds for the whole run")
+    go.add_argument("--test-timeout", type=seconds, default=180)
+    go.add_argument("--bench-timeout", type=seconds, default=90)
+    go.add_argument("--chapter-timeout", type=seconds, default=90)
     child = steps.add_parser("bench", help="(used by run) the benchmarks' rows as JSON")
     child.add_argument("--device", required=True)
     child.add_argument("--rows", type=Path, required=True)
@@ -316,6 +370,12 @@ def main(argv: list[str]) -> int:
     child.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)
     if args.step == "prepare":
+        from fslearn.common import check_writable
+
+        try:
+            check_writable(args.scripts, flag="--scripts", folder=True)
+        except OSError as error:
+            raise SystemExit(str(error)) from None
         prepare(args.scripts)
     elif args.step == "bench":
         bench(args.device, args.tiny, args.compile, args.rows)

@@ -67,7 +67,12 @@ def test_a_dry_run_is_never_the_package_record(tmp_path, monkeypatch):
 def test_no_record_reads_as_none_and_a_written_one_reads_back(tmp_path, monkeypatch):
     monkeypatch.setattr(validation, "VALIDATION_FILE", "results/no_such_record.json")
     assert validation.recorded_gpu_validation() is None
-    record = {"device": "NVIDIA H200", "rows": [1.5]}
+    record = {
+        "device": "NVIDIA H200",
+        "tests": {"seconds": 1.0, "timed_out": False, "files": {"tests/test_a.py": {"passed": 1}}},
+        "chapters": [{"chapter": "03_episodes", "passed": True, "seconds": 1.0, "error": None}],
+        "benchmarks": {"seconds": 1.0, "error": None, "sampler": [], "maml": []},
+    }
     validation.write_validation(tmp_path / "results" / "gpu_validation.json", record)
     monkeypatch.setattr(validation.resources, "files", lambda package: tmp_path)
     monkeypatch.setattr(validation, "VALIDATION_FILE", "results/gpu_validation.json")

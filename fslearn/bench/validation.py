@@ -16,10 +16,45 @@ from .report import format_table
 from .sampler import SAMPLER_COLUMNS
 
 VALIDATION_FILE = "results/gpu_validation.json"
+#: How the error of a step that never started begins (its deadline had passed).
+NOT_RUN = "not run"
+
+
+def steps_not_run(record: dict) -> list[str]:
+    """The steps of the validation ``record`` that did not run, in words; empty when all did.
+
+    A step did not run when the run's deadline had passed before it started, and the unit
+    tests did not run when pytest counted none (it timed out before writing its counts, or
+    found no test).
+    """
+    missing = []
+    tests = record["tests"]
+    if not tests["files"]:
+        late = f", timed out after {tests['seconds']:g} s" if tests["timed_out"] else ""
+        missing.append(f"the unit tests (pytest counted none{late})")
+    if not record["chapters"]:
+        missing.append("the chapters (none was named)")
+    late = [c["chapter"] for c in record["chapters"] if (c["error"] or "").startswith(NOT_RUN)]
+    if late:
+        missing.append(f"the chapters {late}")
+    if (record["benchmarks"]["error"] or "").startswith(NOT_RUN):
+        missing.append("the benchmarks")
+    return missing
 
 
 def write_validation(path, record: dict) -> None:
-    """Write the validation ``record`` to ``path`` as JSON, atomically."""
+    """Write the validation ``record`` to ``path`` as JSON, atomically.
+
+    Raises:
+        ValueError: some step of the record did not run (:func:`steps_not_run`); nothing
+            is written, so an earlier record at ``path`` stays.
+    """
+    missing = steps_not_run(record)
+    if missing:
+        raise ValueError(
+            f"{path} not written: {'; '.join(missing)} did not run, so the record would not say "
+            "what this machine does (a record already there is kept)"
+        )
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -32,6 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..common import check_writable
 from ..training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
 from .support import UsageError, write_json
 
@@ -93,6 +94,10 @@ def check_folder(out: Path, *, resume: bool) -> None:
     """
     if os.path.lexists(out) and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder: choose another --out")
+    try:
+        check_writable(out, flag="--out", folder=True)
+    except OSError as error:
+        raise UsageError(str(error)) from None
     present = [name for name in RUN_FILES if os.path.lexists(out / name)]
     has_checkpoint = "checkpoint.pt" in present
     if resume and not has_checkpoint:

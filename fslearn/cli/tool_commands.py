@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..common import cache_dir, default_device
+from ..common import cache_dir, check_writable, default_device
 from .support import UsageError, parse_device
 
 
@@ -43,6 +43,7 @@ def _check_bench(args, settings) -> None:
         raise UsageError(
             f"--out {out} is a folder: pass the results file to write, e.g. {out}/maml.json"
         )
+    check_writable(out, flag="--out")
     if os.path.lexists(out):
         try:
             record = json.loads(out.read_text())
