@@ -1,6 +1,7 @@
 # Two entry points (see README.md):
 #   make book   set up .venv and build the HTML book into _build/html (executes every chapter)
-#   make test   set up .venv, lint, build the book, run unit tests, nbval over every chapter and the browser test
+#   make test   set up .venv, lint, build the book beside nbval over every chapter, then the unit
+#               and browser tests on every core (JOBS=1 runs them in one process)
 #   make gpu-check-prepare, then make gpu-check on a GPU machine (README.md, Run on a GPU)
 #   make lint   ruff check and ruff format --check (configured in pyproject.toml)
 SHELL := /bin/bash
@@ -11,8 +12,10 @@ BIN := $(VENV)/bin
 # e.g. `make book TORCH=torch` for the newest one.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for the unit and browser tests: one per core.
+JOBS ?= auto
 
-.PHONY: setup lint format browser book test unit sync gpu-check-prepare gpu-check clean
+.PHONY: setup lint format browser book nbval test unit sync gpu-check-prepare gpu-check clean
 
 LINTED := fslearn tests benchmarks conftest.py
 
@@ -46,11 +49,19 @@ format: setup
 	$(BIN)/ruff format $(LINTED)
 	$(BIN)/ruff check --fix $(LINTED)
 
-test: setup lint browser book
-	$(BIN)/python -m pytest
+# The book build and nbval each execute every chapter on one thread, so they run side by side
+# (their output is printed whole, one after the other); then the unit tests and the browser
+# test, which reads the built book, share the cores.
+test: setup lint browser
+	$(MAKE) --no-print-directory -j2 --output-sync=target book nbval
+	$(BIN)/python -m pytest tests -n $(JOBS)
+
+# Every chapter, cell by cell, under nbval.
+nbval: setup
+	$(BIN)/python -m pytest chapters
 
 unit: setup
-	$(BIN)/python -m pytest tests -m "not browser"
+	$(BIN)/python -m pytest tests -m "not browser" -n $(JOBS)
 
 # Regenerate the paired .ipynb files after editing a chapter's .md.
 sync: setup
