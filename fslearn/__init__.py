@@ -30,15 +30,18 @@ from .evaluation import (
     evaluate,
     evaluate_classifier,
     evaluate_within_groups,
+    paired_difference,
     separation,
 )
 from .methods.adaptation import GradientLearner
+from .methods.baseline_pp import BaselinePP, CosineHead
 from .methods.finetune import FineTune
 from .methods.maml import MAML, check_batch_norm, maml_classifier
 from .methods.metric import class_prototypes, cosine_similarity, max_per_class, squared_euclidean
 from .methods.nearest_neighbour import NearestNeighbourLearner
 from .methods.prototypes import NearestPrototype, ProtoNet
 from .methods.siamese import SiameseNet, contrastive_loss
+from .methods.simpleshot import SimpleShot, mean_embedding
 from .methods.triplet import mine_triplets, triplet_batch_loss, triplet_loss
 from .methods.views import AveragedViews, with_test_views
 from .models.classifier import Classifier
@@ -70,10 +73,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Accuracy",
     "AveragedViews",
+    "BaselinePP",
     "Checkpoint",
     "ChapterSetup",
     "Classifier",
     "Conv4",
+    "CosineHead",
     "DATASETS",
     "Episode",
     "EpisodeSampler",
@@ -92,6 +97,7 @@ __all__ = [
     "PairSampler",
     "ProtoNet",
     "SiameseNet",
+    "SimpleShot",
     "StepHistory",
     "TaskBatchNorm2d",
     "activation_bytes",
@@ -123,10 +129,12 @@ __all__ = [
     "load_omniglot",
     "load_runs",
     "maml_classifier",
+    "mean_embedding",
     "max_per_class",
     "mine_triplets",
     "model_device",
     "omniglot_split",
+    "paired_difference",
     "plot_embeddings",
     "plot_episode",
     "plot_epochs",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..common import check_positive_int, progress_bar
 from ..distributed import SINGLE, World
@@ -22,11 +23,16 @@ class Accuracy:
         mean: mean of the per-episode accuracies, in ``[0, 1]``.
         ci95: ``1.96 · std / √n`` (sample standard deviation), in the same units.
         per_episode: the accuracy of every episode, shape ``(n,)``.
+        test_bn: how the learner's batch-norm layers normalised the test images
+            (:func:`batch_norm_mode`): ``"transductive"``, ``"running"`` or ``"support"``;
+            ``None`` for a learner without batch norm, or where no learner was scored
+            (a difference of two accuracies, a curve's point).
     """
 
     mean: float
     ci95: float
     per_episode: torch.Tensor
+    test_bn: str | None = None
 
     @property
     def n(self) -> int:
@@ -48,6 +54,48 @@ def confidence_interval(accuracies) -> Accuracy:
     return Accuracy(
         values.mean().item(), Z_95 * values.std().item() / math.sqrt(values.numel()), values
     )
+
+
+def paired_difference(first: Accuracy, second: Accuracy) -> Accuracy:
+    """``first`` minus ``second``, episode by episode, ± 95% CI, in ``[-1, 1]``.
+
+    For two learners scored on the same episodes: what the episodes share (an easy episode is
+    easy for both) cancels, so the interval of the difference is the one to judge the
+    comparison by, not the overlap of the two intervals.
+
+    >>> a, b = confidence_interval([0.6, 0.8, 0.7]), confidence_interval([0.5, 0.7, 0.7])
+    >>> str(paired_difference(a, b))
+    '6.67 ± 6.53%'
+
+    Raises:
+        ValueError: the two were scored on different numbers of episodes.
+    """
+    if first.n != second.n:
+        raise ValueError(
+            f"a paired difference needs the accuracies of the same episodes; got {first.n} and "
+            f"{second.n} episodes: score both learners on one fsl.EpisodeSet"
+        )
+    return confidence_interval(first.per_episode - second.per_episode)
+
+
+def batch_norm_mode(learner) -> str | None:
+    """How ``learner``'s batch-norm layers normalise test images, for the record.
+
+    Its ``test_bn`` where it has that switch (:class:`~fslearn.MAML`,
+    :class:`~fslearn.FineTune`, :class:`~fslearn.BaselinePP`, :class:`~fslearn.SimpleShot`);
+    otherwise, as :func:`evaluate` runs it in eval mode, ``"running"`` when every layer keeps
+    running statistics and ``"transductive"`` when one normalises each batch with its own
+    (the support set and the queries are embedded as separate batches); ``None`` without
+    batch norm (or for a plain function, whose layers cannot be seen).
+    """
+    mode = getattr(learner, "test_bn", None)
+    if mode is not None:
+        return mode
+    modules = learner.modules() if isinstance(learner, torch.nn.Module) else ()
+    layers = [m for m in modules if isinstance(m, _BatchNorm)]
+    if not layers:
+        return None
+    return "running" if all(m.track_running_stats for m in layers) else "transductive"
 
 
 def _batches(episodes, batch_size: int, first: int, stop: int):
@@ -107,7 +155,7 @@ def evaluate(
             :class:`Accuracy` one process computes.
 
     Returns:
-        An :class:`Accuracy`.
+        An :class:`Accuracy`, with the learner's batch-norm mode in ``test_bn``.
 
     Raises:
         TypeError: ``episodes`` is endless, or ``batch_size`` without an EpisodeSet.
@@ -174,7 +222,7 @@ def evaluate(
     if not accuracies:
         raise ValueError("there are no episodes to evaluate on: the iterable was empty")
     _check_sound(torch.cat(sound, dim=1))
-    return confidence_interval(torch.cat(accuracies))
+    return replace(confidence_interval(torch.cat(accuracies)), test_bn=batch_norm_mode(learner))
 
 
 def _check_sound(sound: torch.Tensor) -> None:

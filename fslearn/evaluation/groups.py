@@ -8,7 +8,7 @@ import torch
 
 from ..distributed import SINGLE, World
 from ..sampling.episodes import EpisodeSet
-from .episodes import Accuracy, confidence_interval, evaluate
+from .episodes import Accuracy, batch_norm_mode, confidence_interval, evaluate
 
 
 @dataclass
@@ -18,7 +18,8 @@ class GroupAccuracy:
     Attributes:
         groups: the :class:`Accuracy` of each group scored, by name, in the dataset's order.
         overall: over every scored group's episodes together (the mean of the groups' means,
-            each group having as many episodes).
+            each group having as many episodes), with the learner's batch-norm mode in
+            ``test_bn``.
         left_out: the groups with too few classes for an episode, with their class counts.
     """
 
@@ -68,5 +69,6 @@ def evaluate_within_groups(
             learner, episodes, batch_size=batch_size, progress=progress, desc=group, world=world
         )
     overall = confidence_interval(torch.cat([a.per_episode for a in groups.values()]))
+    overall.test_bn = batch_norm_mode(learner)
     left_out = {group: size for group, size in sizes.items() if size < n_way}
     return GroupAccuracy(groups, overall, left_out)

@@ -1,9 +1,11 @@
 """Learners that adapt to each task by gradient steps on its support set.
 
-MAML and the fine-tuning baseline share everything but their starting point:
-a classifier ``model`` whose parameters are held as a dict, applied with
-:func:`torch.func.functional_call`, and adapted to a task by a few steps of
-plain gradient descent on the support loss, each step one :func:`torch.func.grad`.
+MAML and the fine-tuning baselines share the machinery of adaptation: a classifier
+``model`` whose parameters are held as a dict, applied with
+:func:`torch.func.functional_call`, and adapted to a task by a few steps of plain gradient
+descent on the support loss, each step one :func:`torch.func.grad`. What adapts at test time
+(``test_adapt``: every parameter, or the head alone) and how batch norm normalises the test
+images (``test_bn``, :mod:`fslearn.methods.batch_norm_modes`) are choices of every one of them.
 Batches of tasks (a leading ``T`` dimension) run one of two ways, the same numbers
 either way (the oracle tests hold both to a per-task autograd loop in float64):
 
@@ -17,9 +19,9 @@ either way (the oracle tests hold both to a per-task autograd loop in float64):
 ``strategy="auto"`` (the default) picks ``"loop"`` on a CPU and ``"vmap"`` elsewhere.
 
 BatchNorm under ``vmap`` cannot update running statistics, so a model adapted
-this way either normalises with per-task batch statistics
-(``track_running_stats=False``, what MAML's original code does) or is kept in
-eval mode with frozen running statistics (the pre-trained baseline).
+this way never updates them: it normalises with per-task batch statistics
+(``track_running_stats=False``, what MAML's original code does), with the frozen running
+statistics of pre-training, or with the support set's statistics (``test_bn``).
 """
 
 from __future__ import annotations
@@ -32,31 +34,9 @@ from torch.func import functional_call, grad, vmap
 from ..common import check_positive_int
 from ..evaluation import confidence_interval
 from ..models.task_batch_norm import native_batch_norm
-from ..sampling.tasks import check_task
+from .batch_norm_modes import check_test_bn_for, normalising
 from .strategies import autograd_gradient, check_strategy, resolve_strategy, stack_tasks
-
-
-def check_head_and_body(model: nn.Module) -> None:
-    """Raise unless ``model`` has a ``backbone`` and a ``head`` (as :class:`~fslearn.Classifier`
-    does)."""
-    if not (
-        isinstance(getattr(model, "backbone", None), nn.Module)
-        and isinstance(getattr(model, "head", None), nn.Module)
-    ):
-        raise ValueError(
-            "adapting only the head needs a model with .backbone and .head modules; "
-            f"got {type(model).__name__}. "
-            "Wrap the network as fsl.Classifier(backbone, image_shape, n_way)"
-        )
-
-
-def _subdict(params: dict, prefix: str) -> dict:
-    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
-
-
-def _n_way(model: nn.Module) -> int | None:
-    head = getattr(model, "head", None)
-    return getattr(head, "out_features", None)
+from .task_inputs import check_gradient_task, check_head_and_body, check_test_adapt, task_inputs
 
 
 class GradientLearner(nn.Module):
@@ -72,10 +52,18 @@ class GradientLearner(nn.Module):
         model: maps ``(B, C, H, W)`` images to ``(B, n_way)`` logits.
         inner_lr: the step size α of the inner gradient descent.
         test_steps: inner steps when the learner is called.
-        head_only: adapt only ``model.head`` and keep ``model.backbone`` fixed
-            (ANIL); the support and query features are then computed once per task.
+        test_adapt: what adapts when the learner is called: ``"whole"`` (every parameter) or
+            ``"head"`` (``model.head`` alone, on the features of the fixed ``model.backbone``,
+            computed once per task).
+        test_bn: how batch norm normalises the test images (:mod:`fslearn.methods.
+            batch_norm_modes`): ``"transductive"`` (the batch in hand: the support set, then
+            the queries together), ``"running"`` (running statistics) or ``"support"`` (the
+            support set's statistics, for the queries too).
         strategy: how a batch of tasks runs: ``"loop"``, ``"vmap"`` or ``"auto"``
             (``"loop"`` on a CPU, ``"vmap"`` elsewhere); the same numbers either way.
+
+    ``test_adapt`` and ``test_bn`` can be changed on a trained learner (``learner.test_bn =
+    "support"``); they are checked either way.
     """
 
     def __init__(
@@ -84,7 +72,8 @@ class GradientLearner(nn.Module):
         *,
         inner_lr: float,
         test_steps: int,
-        head_only: bool = False,
+        test_adapt: str = "whole",
+        test_bn: str = "transductive",
         strategy: str = "auto",
     ):
         super().__init__()
@@ -92,13 +81,33 @@ class GradientLearner(nn.Module):
             raise ValueError(f"inner_lr must be > 0; got {inner_lr}")
         if test_steps != 0:
             test_steps = check_positive_int("test_steps", test_steps)
-        if head_only:
-            check_head_and_body(model)
         self.model = model
+        self.test_adapt = test_adapt
+        self.test_bn = test_bn
         self.inner_lr = float(inner_lr)
         self.test_steps = test_steps
-        self.head_only = head_only
         self.strategy = check_strategy(strategy)
+
+    @property
+    def test_adapt(self) -> str:
+        """``"whole"`` or ``"head"``: what adapts to a task when the learner is called."""
+        return self._test_adapt
+
+    @test_adapt.setter
+    def test_adapt(self, value: str) -> None:
+        if check_test_adapt(value) == "head":
+            check_head_and_body(self.model)
+        self._test_adapt = value
+
+    @property
+    def test_bn(self) -> str:
+        """``"transductive"``, ``"running"`` or ``"support"``: the batch-norm statistics of
+        test time (:mod:`fslearn.methods.batch_norm_modes`)."""
+        return self._test_bn
+
+    @test_bn.setter
+    def test_bn(self, value: str) -> None:
+        self._test_bn = check_test_bn_for(self.model, value)
 
     def strategy_for(self, device: torch.device | str) -> str:
         """``"loop"`` or ``"vmap"``: how this learner runs tasks whose tensors are on
@@ -116,26 +125,14 @@ class GradientLearner(nn.Module):
                 return task(*tensors, autograd=True)
             return stack_tasks([task(*one, autograd=True) for one in zip(*tensors, strict=True)])
 
+    def _run_test_tasks(self, task, support_x: torch.Tensor, *tensors, batched: bool):
+        """:meth:`_run_tasks` with batch norm normalising as ``test_bn`` says."""
+        with normalising(self.model, self.test_bn, support_x.shape[1 if batched else 0]):
+            return self._run_tasks(task, support_x, *tensors, batched=batched)
+
     def params(self) -> dict[str, torch.Tensor]:
         """The model's parameters by name: the starting point θ of every adaptation."""
         return dict(self.model.named_parameters())
-
-    def _task_inputs(self, params: dict, support_x: torch.Tensor, query_x: torch.Tensor | None):
-        """What the inner loop differentiates:
-        ``(fast params, apply, support input, query input)``."""
-        if not self.head_only:
-            return params, lambda p, x: functional_call(self.model, p, (x,)), support_x, query_x
-        body = _subdict(params, "backbone.")
-
-        def features(x):
-            return None if x is None else functional_call(self.model.backbone, body, (x,))
-
-        return (
-            _subdict(params, "head."),
-            lambda p, x: functional_call(self.model.head, p, (x,)),
-            features(support_x),
-            features(query_x),
-        )
 
     def _inner_loop(
         self,
@@ -145,18 +142,24 @@ class GradientLearner(nn.Module):
         query_x,
         steps: int,
         *,
+        head_only: bool,
         first_order: bool,
         on_step=None,
         autograd: bool = False,
+        joint: bool = False,
     ):
-        """Adapt ``params`` to one task; returns ``(apply, fast params, query input)``.
+        """Adapt ``params`` to one task; returns ``(apply to the queries, fast params, query
+        input)``.
 
+        ``head_only`` and ``joint`` as in :func:`~fslearn.methods.task_inputs.task_inputs`.
         ``on_step(i, apply, fast, query_input)`` is called before the first step and after
         every step (``i = 0 … steps``), for per-step query losses. Each step's gradient is a
         :func:`torch.func.grad` (which ``vmap`` needs), or with ``autograd`` a plain
         ``torch.autograd.grad`` (cheaper, one task at a time).
         """
-        fast, apply, support_in, query_in = self._task_inputs(params, support_x, query_x)
+        fast, apply, apply_query, support_in, query_in = task_inputs(
+            self.model, params, support_x, query_x, head_only=head_only, joint=joint
+        )
 
         def support_loss(p):
             return F.cross_entropy(apply(p, support_in), support_y)
@@ -166,7 +169,7 @@ class GradientLearner(nn.Module):
         )
         for step in range(steps):
             if on_step is not None:
-                on_step(step, apply, fast, query_in)
+                on_step(step, apply_query, fast, query_in)
             grads = gradient(fast)
             # First-order MAML: the update's own dependence on θ is dropped, so
             # the meta-gradient flows only through the final query loss.
@@ -175,38 +178,14 @@ class GradientLearner(nn.Module):
                 for name, value in fast.items()
             }
         if on_step is not None:
-            on_step(steps, apply, fast, query_in)
-        return apply, fast, query_in
-
-    def _full_params(self, params: dict, fast: dict) -> dict:
-        if not self.head_only:
-            return fast
-        return {**params, **{f"head.{name}": value for name, value in fast.items()}}
-
-    def _check_task(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor | None = None
-    ):
-        if support_x.dim() not in (4, 5):
-            raise ValueError(
-                "support_x must have shape (n_way * n_shot, C, H, W), or (T, n_way * n_shot, C, H, "
-                f"W) for T tasks; got {tuple(support_x.shape)}"
-            )
-        query = support_x if query_x is None else query_x
-        task_n_way = check_task(support_x, support_y, query, batched=support_x.dim() == 5)
-        n_way = _n_way(self.model)
-        if n_way is not None and task_n_way > n_way:
-            raise ValueError(
-                f"the support labels go up to {task_n_way - 1} "
-                f"but the model's head has {n_way} outputs; "
-                f"build the model with n_way = {task_n_way} outputs "
-                f"or sample {n_way}-way episodes"
-            )
-        return support_x.dim() == 5
+            on_step(steps, apply_query, fast, query_in)
+        return apply_query, fast, query_in
 
     def adapt(
         self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """Parameters adapted to one task by ``steps`` (default ``test_steps``) gradient steps.
+        """Parameters adapted to one task by ``steps`` (default ``test_steps``) gradient steps,
+        as ``test_adapt`` and ``test_bn`` say.
 
         Args:
             support_x: ``(n_way * n_shot, C, H, W)``.
@@ -216,25 +195,41 @@ class GradientLearner(nn.Module):
             A dict with every parameter of the model (detached), for :meth:`predict`.
         """
         steps = self.test_steps if steps is None else steps
-        if self._check_task(support_x, support_y):
+        if check_gradient_task(self.model, support_x, support_y):
             raise ValueError(
                 f"adapt takes one task; got support_x of shape {tuple(support_x.shape)}"
             )
         params = {name: value.detach() for name, value in self.params().items()}
+        head_only = self.test_adapt == "head"
+        options = dict(head_only=head_only, first_order=True)
 
         def task(sx, sy, *, autograd):
-            _, fast, _ = self._inner_loop(
-                params, sx, sy, None, steps, first_order=True, autograd=autograd
+            return self._inner_loop(params, sx, sy, None, steps, **options, autograd=autograd)[1]
+
+        fast = self._run_test_tasks(task, support_x, support_y, batched=False)
+        if head_only:
+            fast = {**params, **{f"head.{name}": value for name, value in fast.items()}}
+        return {name: value.detach() for name, value in fast.items()}
+
+    def predict(
+        self,
+        query_x: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        support_x: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``(n_query, n_way)`` of ``query_x`` ``(n_query, C, H, W)`` under ``params``
+        from :meth:`adapt`, with batch norm as ``test_bn`` says: ``"support"`` needs the support
+        images ``support_x`` ``(n_support, C, H, W)`` for its statistics."""
+        if self.test_bn == "support" and support_x is None:
+            raise ValueError(
+                "test_bn='support' normalises the queries with the support set's statistics: "
+                "pass the support images, predict(query_x, params, support_x=support_x)"
             )
-            return fast
-
-        fast = self._run_tasks(task, support_x, support_y, batched=False)
-        return {name: value.detach() for name, value in self._full_params(params, fast).items()}
-
-    def predict(self, query_x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits ``(B, n_way)`` of ``query_x`` ``(B, C, H, W)`` under ``params`` from
-        :meth:`adapt`."""
-        return functional_call(self.model, params, (query_x,))
+        joint = self.test_bn == "support"
+        n_support = len(support_x) if joint else 0
+        inputs = torch.cat([support_x, query_x]) if joint else query_x
+        with normalising(self.model, self.test_bn, n_support):
+            return functional_call(self.model, params, (inputs,))[n_support:]
 
     def forward(
         self,
@@ -257,7 +252,7 @@ class GradientLearner(nn.Module):
         self, support_x, support_y, query_x, steps, *, every_step: bool
     ) -> list[torch.Tensor]:
         steps = self.test_steps if steps is None else steps
-        batched = self._check_task(support_x, support_y, query_x)
+        batched = check_gradient_task(self.model, support_x, support_y, query_x)
         params = {name: value.detach() for name, value in self.params().items()}
 
         def task(sx, sy, qx, *, autograd):
@@ -272,15 +267,17 @@ class GradientLearner(nn.Module):
                 sy,
                 qx,
                 steps,
+                head_only=self.test_adapt == "head",
                 first_order=True,
                 on_step=record if every_step else None,
                 autograd=autograd,
+                joint=self.test_bn == "support",
             )
             if not every_step:
                 logits.append(apply(fast, query_in).detach())
             return torch.stack(logits)
 
-        out = self._run_tasks(task, support_x, support_y, query_x, batched=batched)
+        out = self._run_test_tasks(task, support_x, support_y, query_x, batched=batched)
         if not torch.isfinite(out).all():
             raise FloatingPointError(
                 f"adaptation diverged: query logits are not finite after {steps} steps "

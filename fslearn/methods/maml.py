@@ -27,6 +27,7 @@ from ..models.classifier import Classifier
 from ..models.conv4 import Conv4
 from ..models.task_batch_norm import TaskBatchNorm2d
 from .adaptation import GradientLearner
+from .task_inputs import check_head_and_body
 
 
 def check_batch_norm(model: nn.Module, second_order: bool) -> None:
@@ -93,8 +94,18 @@ class MAML(GradientLearner):
             gives 3 for Omniglot 5-way, 5 for 20-way and 10 for miniImageNet, which
             ``--recipe paper`` follows.
         first_order: drop the second-order terms (FOMAML).
-        anil: adapt only the head in the inner loop (Raghu et al. 2020); the
-            outer loop still trains every parameter.
+        anil: adapt only the head in the inner loop of meta-training (Raghu et al. 2020);
+            the outer loop still trains every parameter.
+        test_adapt: what adapts at test time: ``"whole"`` (every parameter, as in Finn et
+            al.) or ``"head"`` (the head alone, on the meta-learned backbone's features, as
+            ANIL tests); default: what the inner loop of meta-training adapts (``"head"``
+            with ``anil``). A network meta-trained whole can be tested head-only, and an ANIL
+            network whole.
+        test_bn: batch norm at test time (:mod:`fslearn.methods.batch_norm_modes`):
+            ``"transductive"`` (default, as in Finn et al.'s code: the support set's
+            statistics while adapting, the queries' own when they are classified) or
+            ``"support"`` (the support set's statistics for the queries too: inductive).
+            ``"running"`` is refused: MAML's network keeps no running statistics.
         strategy: ``"auto"`` (``"loop"`` on a CPU, ``"vmap"`` elsewhere), ``"loop"`` or
             ``"vmap"``: how a batch of tasks runs; the same numbers either way.
 
@@ -111,26 +122,33 @@ class MAML(GradientLearner):
         test_steps: int = 10,
         first_order: bool = False,
         anil: bool = False,
+        test_adapt: str | None = None,
+        test_bn: str = "transductive",
         strategy: str = "auto",
     ):
         check_batch_norm(model, second_order=not first_order)
+        if anil:
+            check_head_and_body(model)
         super().__init__(
-            model, inner_lr=inner_lr, test_steps=test_steps, head_only=anil, strategy=strategy
+            model,
+            inner_lr=inner_lr,
+            test_steps=test_steps,
+            test_adapt=("head" if anil else "whole") if test_adapt is None else test_adapt,
+            test_bn=test_bn,
+            strategy=strategy,
         )
+        self.anil = bool(anil)
         if inner_steps != 0:
             inner_steps = check_positive_int("inner_steps", inner_steps)
         self.inner_steps = inner_steps
         self.first_order = first_order
 
-    @property
-    def anil(self) -> bool:
-        return self.head_only
-
     def extra_repr(self) -> str:
         kind = "ANIL" if self.anil else "first-order" if self.first_order else "second-order"
         return (
             f"{kind}, inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
-            f"test_steps={self.test_steps}, strategy={self.strategy!r}"
+            f"test_steps={self.test_steps}, test_adapt={self.test_adapt!r}, "
+            f"test_bn={self.test_bn!r}, strategy={self.strategy!r}"
         )
 
     def meta_loss(
@@ -193,6 +211,7 @@ class MAML(GradientLearner):
                 sy,
                 qx,
                 steps,
+                head_only=self.anil,
                 first_order=self.first_order,
                 on_step=on_step if track else None,
                 autograd=autograd,

@@ -13,6 +13,7 @@ import torch
 
 from ..data.dataset import FewShotDataset
 from ..distributed import SINGLE, World
+from ..methods.baseline_pp import default_scale
 from ..methods.maml import MAML
 from ..models.classifier import Classifier
 from ..sampling.episodes import EpisodeSampler
@@ -176,26 +177,39 @@ def train_pretrained(
     batch_size: int = 128,
     lr: float = 1e-3,
     hidden_channels: int = 64,
+    head: str = "linear",
+    scale: float | None = None,
     seed: int = 0,
     device=None,
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
     world: World = SINGLE,
 ) -> tuple[Classifier, History]:
-    """The pre-training baseline's first half: one classifier over all of ``train``'s classes.
+    """The pre-training baselines' first half: one classifier over all of ``train``'s classes.
 
-    A Conv4 (with running batch-norm statistics) and a linear head over
-    ``train.n_classes`` classes, trained with Adam and cross-entropy on every
-    image of ``train`` by :func:`~fslearn.fit`. Put its ``backbone`` in a
-    :class:`~fslearn.FineTune` to fit a new head to each test task. Across the processes
-    of ``world`` each rank takes its share of every batch (see :func:`~fslearn.fit`).
+    A Conv4 (with running batch-norm statistics) and a head over ``train.n_classes``
+    classes, trained with Adam and cross-entropy on every image of ``train`` by
+    :func:`~fslearn.fit`. Put its ``backbone`` in a :class:`~fslearn.FineTune` (Chen et al.'s
+    Baseline), a :class:`~fslearn.BaselinePP` (their Baseline++) or a
+    :class:`~fslearn.SimpleShot` for the test tasks. Across the processes of ``world`` each
+    rank takes its share of every batch (see :func:`~fslearn.fit`).
+
+    Args:
+        head: ``"linear"`` (Baseline, SimpleShot) or ``"cosine"`` (Baseline++: a
+            :class:`~fslearn.CosineHead`).
+        scale: the cosine head's scale (default: Chen et al.'s, 10 above 200 classes, else 2).
 
     Returns:
         ``(classifier, history)``.
     """
-    spec, model, train = setup_recipe(
-        "pretrain", train, hidden_channels, device, seed, n_classes=train.n_classes
-    )
+    if head not in ("linear", "cosine"):
+        raise ValueError(f"head must be 'linear' or 'cosine' (Baseline++); got {head!r}")
+    if head == "linear" and scale is not None:
+        raise ValueError(f"scale={scale} does not apply to head='linear': use head='cosine'")
+    scale = default_scale(train.n_classes) if scale is None else scale
+    cosine = dict(head="cosine", scale=scale)
+    options = dict(n_classes=train.n_classes, **(cosine if head == "cosine" else {}))
+    spec, model, train = setup_recipe("pretrain", train, hidden_channels, device, seed, **options)
     x, y = train.flat()
     track_recipe(
         checkpoint, spec, train, dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)

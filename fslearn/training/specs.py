@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..methods.baseline_pp import BaselinePP, cosine_classifier
 from ..methods.finetune import FineTune
 from ..methods.maml import MAML, maml_classifier
 from ..methods.nearest_neighbour import NearestNeighbourLearner
@@ -65,6 +66,8 @@ def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
         return SiameseNet(backbone, backbone.embedding_dim(shape), spec["head"], seed=seed)
     if method == "triplet":
         return NearestNeighbourLearner(backbone, spec["rule"])
+    if spec.get("head") == "cosine":  # Baseline++'s pre-training; older specs have no "head"
+        return cosine_classifier(backbone, shape, spec["n_classes"], scale=spec["scale"], seed=seed)
     return Classifier(backbone, shape, spec["n_classes"], seed=seed)
 
 
@@ -89,7 +92,8 @@ def load_learner(
             the checkpoint's.
         device: where to put the learner (default CPU).
         finetune_lr, finetune_steps: the per-task head fitting of a pre-trained
-            classifier (see :class:`~fslearn.FineTune`).
+            classifier (see :class:`~fslearn.FineTune`; :class:`~fslearn.BaselinePP` for one
+            pre-trained with a cosine head).
 
     Raises:
         ValueError: the checkpoint's learner cannot take such tasks or images (the
@@ -118,7 +122,8 @@ def load_learner(
             raise ValueError(
                 f"{path} is a pre-trained classifier: pass n_way= for the head fitted to each task"
             )
-        learner = FineTune(
+        kind = BaselinePP if spec.get("head") == "cosine" else FineTune
+        learner = kind(
             learner.backbone, spec["image_shape"], n_way, lr=finetune_lr, steps=finetune_steps
         )
     return learner.to(torch.device("cpu") if device is None else device).eval()
