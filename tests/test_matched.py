@@ -1,6 +1,8 @@
 """Matched comparisons: batch norm at test time, whole or head-only adaptation, Baseline++ and
 SimpleShot, each held to a computation written out here in plain torch, in float64."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from torch import nn
 
 import fslearn as fsl
 
-from synthetic import labelled_dataset
+from synthetic import TINY, fslearn, labelled_dataset
 
 N_WAY, N_SHOT, N_QUERY = 3, 2, 3
 IMAGE = (1, 16, 16)
@@ -336,3 +338,15 @@ def test_paired_difference_is_the_mean_and_interval_of_per_episode_differences()
     assert gain.mean == pytest.approx(0.125)
     with pytest.raises(ValueError, match=r"the same episodes; got 4 and 2 episodes"):
         fsl.paired_difference(first, fsl.confidence_interval([0.5, 0.6]))
+
+
+def test_results_json_records_the_batch_norm_mode(tmp_path):
+    maml, pretrain = tmp_path / "maml", tmp_path / "pretrain"
+    fslearn(
+        "train", "maml", *TINY, "--steps", 1, "--meta-batch", 2, "--test-steps", 1, "--out", maml
+    )
+    fslearn("train", "pretrain", *TINY, "--epochs", 1, "--out", pretrain)
+    for out, mode in ((maml, "transductive"), (pretrain, "running")):
+        assert json.loads((out / "results.json").read_text())["test_bn"] == mode
+        again = fslearn("eval", out / "checkpoint.pt", "--episodes", 2, "--json").stdout
+        assert json.loads(again)["test_bn"] == mode

@@ -81,6 +81,7 @@ def test_checkpoint(
         **_views_field(test_views),
         "accuracy": accuracy.mean,
         "ci95": accuracy.ci95,
+        "test_bn": accuracy.test_bn,
         "seconds": time.perf_counter() - start,
     }
 
@@ -177,6 +178,7 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
         **_views_field(args.test_views),
         "accuracy": scores.overall.mean,
         "ci95": scores.overall.ci95,
+        "test_bn": scores.overall.test_bn,
         "alphabets": {
             name: {"accuracy": a.mean, "ci95": a.ci95} for name, a in scores.groups.items()
         },
