@@ -32,7 +32,7 @@ import torch
 
 import fslearn as fsl
 from fslearn import bench
-from fslearn.common import check_writable
+from fslearn.writable import check_writable
 
 
 def main():

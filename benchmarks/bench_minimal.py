@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fslearn import bench  # noqa: E402
-from fslearn.common import check_writable  # noqa: E402
+from fslearn.writable import check_writable  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -238,7 +238,7 @@ def check_out(args) -> None:
     """Refuse, before anything runs, a record or work folder that cannot be written, test
     paths that are not there, and a dry run as the package's record: only a CUDA run of the
     whole check may become it."""
-    from fslearn.common import check_writable
+    from fslearn.writable import check_writable
 
     try:
         check_writable(args.out, flag="--out")
@@ -370,7 +370,7 @@ def main(argv: list[str]) -> int:
     child.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)
     if args.step == "prepare":
-        from fslearn.common import check_writable
+        from fslearn.writable import check_writable
 
         try:
             check_writable(args.scripts, flag="--scripts", folder=True)

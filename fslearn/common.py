@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .writable import not_a_folder, write_problem
+
 
 def _is_bool(value) -> bool:
     # Booleans are integers to Python, numpy and torch alike; as a count they are a mistake.
@@ -99,58 +101,36 @@ def _set(variable: str) -> str | None:
     return value if value.strip() else None
 
 
-def _not_a_folder(path: Path) -> str | None:
-    """Which of ``path`` and the folders above it is a file, said as a reason, or None."""
-    for part in (path, *path.parents):
-        if part.exists() and not part.is_dir():
-            return f"{part} is a file, not a folder" if part == path else f"{part} is a file"
-    return None
-
-
-def _write_problem(folder: Path) -> str | None:
-    """Why no file can be made in ``folder`` or the folders to be made under it, or None."""
-    reason = _not_a_folder(folder)
-    if reason is not None:
-        return reason
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    try:
-        # Only creating a file proves a folder writable: permissions, ACLs and read-only
-        # mounts all answer here (the file is anonymous where the system allows it).
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        return f"cannot write in {existing}: {error.strerror or error}"
-    return None
-
-
-def check_writable(path, *, flag: str, folder: bool = False) -> Path:
-    """``path`` as a Path, once it is clear that a file (``folder``: files in a folder) can
-    be written there; it creates nothing.
-
-    Commands call it for each output path before their long work, so that a result is not
-    computed only to be lost when it cannot be written.
-
-    Args:
-        path: the file to write, or with ``folder`` the folder to write files into (made if
-            missing).
-        flag: how the user named it, e.g. ``"--out"``, for the message.
+def _cache_location() -> tuple[Path, str, str]:
+    """fslearn's cache folder, unchecked; what chose it, in words; and how to choose another.
 
     Raises:
-        OSError: naming ``flag``, the path and why (a file where a folder must be, or a
-            folder that refuses a new file).
+        OSError: the variables are unset and the home folder is unknown.
     """
-    path = Path(path).expanduser()
-    if folder:
-        reason = _write_problem(path)
-    elif path.is_dir():
-        reason = f"{path} is a folder, not a file"
-    else:
-        reason = _write_problem(path.parent)
-    if reason is not None:
-        raise OSError(f"{flag} {path} cannot be written ({reason}): choose another {flag}")
-    return path
+    fix = "set FSLEARN_CACHE to a writable folder"
+    root, xdg = _set("FSLEARN_CACHE"), _set("XDG_CACHE_HOME")
+    if xdg is not None and not Path(xdg).expanduser().is_absolute():
+        xdg = None
+    if root is not None:
+        return (
+            Path(root).expanduser(),
+            f"FSLEARN_CACHE={root!r}",
+            "unset FSLEARN_CACHE or point it at a writable folder",
+        )
+    if xdg is not None:
+        return (
+            Path(xdg).expanduser() / "fslearn",
+            f"XDG_CACHE_HOME={xdg!r}",
+            f"{fix} (or point XDG_CACHE_HOME at one)",
+        )
+    try:
+        path = Path.home() / ".cache" / "fslearn"
+    except RuntimeError as error:  # no $HOME and no password-file entry
+        raise OSError(
+            f"fslearn has no cache folder: FSLEARN_CACHE and XDG_CACHE_HOME are unset and "
+            f"the home folder is unknown ({error}); {fix}"
+        ) from None
+    return path, "the default, as FSLEARN_CACHE and XDG_CACHE_HOME are unset", fix
 
 
 def cache_dir() -> Path:
@@ -160,47 +140,50 @@ def cache_dir() -> Path:
     ``~/.cache/fslearn``; an empty variable counts as unset, and a relative
     ``XDG_CACHE_HOME`` is ignored (as the XDG spec says). Created on first use.
 
+    It need not be writable: a folder that already holds every cache a run needs (a
+    shared cache on a cluster, mounted read-only) is only read. Writing a cache that is
+    not there yet checks first (:func:`check_cache_writable`).
+
     Raises:
-        OSError: the folder cannot be created or written in; the message names it, the
-            variable that chose it and the fix.
+        OSError: the folder does not exist and cannot be created; the message names it,
+            the variable that chose it and the fix.
     """
-    fix = "set FSLEARN_CACHE to a writable folder"
-    root, xdg = _set("FSLEARN_CACHE"), _set("XDG_CACHE_HOME")
-    if xdg is not None and not Path(xdg).expanduser().is_absolute():
-        xdg = None
-    if root is not None:
-        path, chosen = Path(root).expanduser(), f"FSLEARN_CACHE={root!r}"
-        fix = "unset FSLEARN_CACHE or point it at a writable folder"
-    elif xdg is not None:
-        path, chosen = Path(xdg).expanduser() / "fslearn", f"XDG_CACHE_HOME={xdg!r}"
-        fix += " (or point XDG_CACHE_HOME at one)"
-    else:
+    path, chosen, fix = _cache_location()
+    if not path.is_dir():
         try:
-            path = Path.home() / ".cache" / "fslearn"
-        except RuntimeError as error:  # no $HOME and no password-file entry
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = not_a_folder(path) or f"cannot create it: {error}"
             raise OSError(
-                f"fslearn has no cache folder: FSLEARN_CACHE and XDG_CACHE_HOME are unset and "
-                f"the home folder is unknown ({error}); {fix}"
-            ) from None
-        chosen = "the default, as FSLEARN_CACHE and XDG_CACHE_HOME are unset"
-
-    def unusable(reason: str) -> OSError:
-        return OSError(
-            f"cannot use {path} as fslearn's cache folder ({reason}); it comes from {chosen}: {fix}"
-        )
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise unusable(_not_a_folder(path) or f"cannot create it: {error}") from error
-    try:
-        # Only creating a file proves the folder writable: permissions, ACLs and read-only
-        # mounts all answer here (the file is anonymous where the system allows it).
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise unusable(f"cannot write in it: {error.strerror or error}") from error
+                f"cannot use {path} as fslearn's cache folder ({reason}); it comes from "
+                f"{chosen}: {fix}"
+            ) from error
     return path
+
+
+def check_cache_writable(path) -> None:
+    """Raise unless the cache file (or downloaded archive) ``path`` that is missing can be
+    written; call it before building or downloading what it will hold.
+
+    Raises:
+        OSError: naming the folder that refuses it and, when it lies in fslearn's cache
+            folder, the variable that chose that folder and the fix.
+    """
+    path = Path(path)
+    problem = write_problem(path.parent)
+    if problem is None:
+        return
+    try:
+        folder, chosen, fix = _cache_location()
+    except OSError:
+        folder = None
+    if folder is None or not path.is_relative_to(folder):
+        raise OSError(f"cannot write {path} ({problem}): choose a folder you can write in")
+    raise OSError(
+        f"cannot write the cache {path} ({problem}): fslearn only reads its cache folder "
+        f"{folder} where it cannot write, and that folder does not hold this cache yet. It "
+        f"comes from {chosen}: {fix} (copying the caches {folder} holds there keeps them)"
+    )
 
 
 def _umask() -> int:
@@ -261,9 +244,11 @@ def cached(path: Path, build, *, keys, check=None, enabled: bool = True) -> dict
 
     A missing file, or one that is unreadable or not what ``build`` makes (a damaged
     cache is ours to rebuild, not the user's problem: a warning says so), is built again
-    and written atomically. The file is read with ``weights_only=True``, so a cache never
-    runs code. A cache that cannot be written (a full disk) is skipped with a warning: the
-    data was built, and is returned.
+    and written atomically; a folder that refuses the new file is an OSError before the
+    build (:func:`check_cache_writable`), so a read-only cache folder serves what it holds.
+    The file is read with ``weights_only=True``, so a cache never runs code. A cache that
+    cannot be written after all (a full disk) is skipped with a warning: the data was built,
+    and is returned.
 
     Args:
         path: the cache file; its name should hold every parameter of ``build``.
@@ -285,6 +270,8 @@ def cached(path: Path, build, *, keys, check=None, enabled: bool = True) -> dict
         warnings.warn(
             f"ignoring unreadable cache {path} ({problem}); building it again", stacklevel=3
         )
+    if enabled:
+        check_cache_writable(path)  # before the build, which may take minutes
     saved = build()
     if enabled:
         try:

@@ -509,7 +509,7 @@ def test_cache_folder_under_a_file(tmp_path, monkeypatch):
         fsl.load_embedded(progress=False)
 
 
-def test_cache_folder_that_is_not_writable(tmp_path, monkeypatch):
+def test_a_missing_cache_in_a_folder_that_is_not_writable(tmp_path, monkeypatch):
     folder = tmp_path / "readonly"
     folder.mkdir()
     folder.chmod(0o500)
@@ -521,14 +521,15 @@ def test_cache_folder_that_is_not_writable(tmp_path, monkeypatch):
                 raise PermissionError(13, "Permission denied")
 
             monkeypatch.setattr(common.tempfile, "TemporaryFile", refuse)
+        assert cache_dir() == folder  # read-only is fine until a cache is missing
         with pytest.raises(
             OSError,
             match=re.escape(
-                f"cannot use {folder} as fslearn's cache folder "
-                "(cannot write in it: Permission denied)"
+                f"cannot write the cache {folder / 'c.pt'} (cannot write in {folder}: "
+                f"Permission denied): fslearn only reads its cache folder {folder} where"
             ),
         ) as error:
-            cache_dir()
+            cached(folder / "c.pt", lambda: pytest.fail("built"), keys=("a",))
         assert "unset FSLEARN_CACHE or point it at a writable folder" in str(error.value)
     finally:
         folder.chmod(0o700)
@@ -543,7 +544,9 @@ def test_the_write_check_really_creates_a_file(tmp_path, monkeypatch):
         common.tempfile, "TemporaryFile", lambda **kw: made.append(kw) or real(**kw)
     )
     monkeypatch.setenv("FSLEARN_CACHE", str(tmp_path / "c"))
-    assert cache_dir() == tmp_path / "c" and made == [{"dir": tmp_path / "c"}]
+    assert cache_dir() == tmp_path / "c" and made == []
+    common.check_cache_writable(tmp_path / "c" / "x.pt")
+    assert made == [{"dir": tmp_path / "c"}]
     assert list((tmp_path / "c").iterdir()) == [], "the test file is gone"
 
 

@@ -259,7 +259,7 @@ def test_train_out_that_cannot_be_written_is_refused_before_the_data(
 
 
 def test_check_writable_creates_nothing(tmp_path):
-    from fslearn.common import check_writable
+    from fslearn.writable import check_writable
 
     assert check_writable(tmp_path / "a" / "b" / "x.json", flag="--out") == (
         tmp_path / "a" / "b" / "x.json"

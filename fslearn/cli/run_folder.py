@@ -32,8 +32,8 @@ import time
 import uuid
 from pathlib import Path
 
-from ..common import check_writable
 from ..training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
+from ..writable import check_writable
 from .support import UsageError, write_json
 
 #: What ``fslearn train`` writes into ``--out``.

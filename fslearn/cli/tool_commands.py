@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..common import cache_dir, check_writable, default_device
+from ..common import cache_dir, default_device
+from ..writable import check_writable
 from .support import UsageError, parse_device
 
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from ..common import atomic_path, check_positive_int, model_device
+from ..common import atomic_path, check_cache_writable, check_positive_int, model_device
 from .archives import damaged, fetch, open_source
 from .dataset import to_float
 from .omniglot import archive_path, read_ink_file
@@ -124,6 +124,7 @@ def download_runs(root=None, progress: bool = True) -> Path:
         with open_source(path) as (names, _):
             _check_layout(names, path)
         return path
+    check_cache_writable(path)
     with atomic_path(path) as tmp:
         fetch(RUNS_URL, tmp, progress)
         try:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from ..common import atomic_path, cache_dir, cached, check_positive_int
+from ..common import atomic_path, cache_dir, cached, check_cache_writable, check_positive_int
 from .archives import IMAGE_ERRORS, damaged, fetch, md5, open_source
 from .dataset import FewShotDataset, dataset_problem
 
@@ -74,6 +74,7 @@ def download_omniglot(name: str = "images_background", root=None, progress: bool
         _verifymd5(path, name)
         return path
     url = OMNIGLOT_URLS[name]
+    check_cache_writable(path)
     with atomic_path(path) as tmp:
         fetch(url, tmp, progress)
         actual = md5(tmp)

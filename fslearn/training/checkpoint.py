@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..common import atomic_path, check_positive_int
+from .weights import load_state
 
 #: The ``format`` field of every checkpoint this version writes.
 FORMAT = "fslearn-checkpoint/1"
@@ -40,87 +41,20 @@ BUDGETS = {"steps": "steps", "epochs": "epochs_completed"}
 WRITER = ("PytorchStreamWriter", "inline_container")
 
 
-#: What a checkpoint that does not fit its own spec or run is, and what to do about it.
-NOT_ITS_OWN = (
-    "the file is damaged or was written by other code (another version of fslearn, or edited): "
-    "use a checkpoint that fslearn wrote, or train again"
-)
-
-
 class DamagedCheckpointError(ValueError):
-    """A checkpoint file that cannot be read at all: truncated or corrupt. ``reason`` is
-    torch's error in one line."""
+    """A checkpoint file that cannot be read at all (truncated or corrupt); ``reason``: why."""
 
-    reason = ""
+    def __init__(self, path, reason: str):
+        super().__init__(
+            f"{path} is not a readable checkpoint ({reason}). It may be truncated or corrupt; "
+            "fslearn replaces checkpoints atomically, so a file it wrote is whole — check that "
+            "this is the file you meant"
+        )
+        self.reason = reason
 
 
 def _state_of(obj):
     return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
-
-
-def _shape(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return str(tuple(value.shape))
-    return f"a {type(value).__name__}"
-
-
-def weights_problem(module: torch.nn.Module, state: dict) -> str | None:
-    """What keeps ``state`` from loading into ``module`` (strictly), in words, or None.
-
-    Names the first tensor that has another shape than the module's (with both shapes),
-    is missing, or is one the module does not have.
-    """
-    own = module.state_dict()
-    if not isinstance(state, dict):
-        return f"its weights are a {type(state).__name__}, not a dict of tensors"
-    for name, tensor in own.items():
-        if name not in state:
-            return f"it has no tensor {name} (shape {_shape(tensor)} in the learner)"
-        if isinstance(tensor, torch.Tensor) and (
-            not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape
-        ):
-            return (
-                f"its tensor {name} has shape {_shape(state[name])}, but the learner its spec "
-                f"describes has {_shape(tensor)}"
-            )
-    extra = [name for name in state if name not in own]
-    if extra:
-        return f"it has a tensor {extra[0]} (shape {_shape(state[extra[0]])}) the learner lacks"
-    return None
-
-
-def load_weights(module: torch.nn.Module, state: dict, path) -> None:
-    """Load the saved weights ``state`` into ``module``, the learner ``path``'s spec describes.
-
-    Raises:
-        ValueError: the weights do not fit the learner: the message names the tensor, both
-            shapes, and says the file is damaged or from other code.
-    """
-    problem = weights_problem(module, state)
-    if problem is None:
-        try:
-            module.load_state_dict(state)
-            return
-        except (RuntimeError, ValueError, TypeError, KeyError) as error:
-            problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    raise ValueError(f"{path} does not fit its own spec: {problem}; {NOT_ITS_OWN}")
-
-
-def _load_state(obj, state, name: str, path) -> None:
-    if isinstance(obj, torch.nn.Module):
-        load_weights(obj, state, path)
-        return
-    try:
-        if isinstance(obj, torch.Generator):
-            obj.set_state(state)
-        else:
-            obj.load_state_dict(state)
-    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(
-            f"{path}: its saved {name} state does not fit this run's {name} ({reason}); "
-            f"{NOT_ITS_OWN}"
-        ) from None
 
 
 def first_difference(
@@ -156,13 +90,7 @@ def read_checkpoint(path) -> dict:
         Exception
     ) as error:  # torch raises RuntimeError, UnpicklingError, EOFError, … for a bad file
         reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
-        damaged = DamagedCheckpointError(
-            f"{path} is not a readable checkpoint ({reason}). It may be truncated or corrupt; "
-            "fslearn replaces checkpoints atomically, so a file it wrote is whole — check that "
-            "this is the file you meant"
-        )
-        damaged.reason = reason
-        raise damaged from None
+        raise DamagedCheckpointError(path, reason) from None
     if isinstance(payload, dict) and payload.get("format", FORMAT) != FORMAT:
         problem = f"its format is {payload['format']!r}, not {FORMAT!r}"
     elif isinstance(payload, dict):
@@ -306,7 +234,7 @@ class Checkpoint:
                 f"{self.path} has no saved state for {missing}; it was not written by this recipe"
             )
         for name, obj in self.objects.items():
-            _load_state(obj, payload["state"][name], name, self.path)
+            load_state(obj, payload["state"][name], name, self.path)
         for field in dataclasses.fields(history):
             setattr(history, field.name, payload["history"][field.name])
         torch.set_rng_state(payload["rng"]["cpu"])

@@ -19,7 +19,8 @@ from ..methods.prototypes import ProtoNet
 from ..methods.siamese import SiameseNet
 from ..models.classifier import Classifier
 from ..models.conv4 import Conv4
-from .checkpoint import NOT_ITS_OWN, load_weights, read_checkpoint
+from .checkpoint import read_checkpoint
+from .weights import NOT_ITS_OWN, load_weights
 
 #: The ``method`` of every spec, with the options each one's spec adds to
 #: ``image_shape`` and ``hidden_channels``.
