@@ -26,6 +26,7 @@ from ..common import check_positive_int
 from ..models.classifier import Classifier
 from ..models.conv4 import Conv4
 from ..models.task_batch_norm import TaskBatchNorm2d
+from ..sampling.tasks import check_task_batch
 from .adaptation import GradientLearner
 from .task_inputs import check_head_and_body
 
@@ -185,6 +186,7 @@ class MAML(GradientLearner):
                 f"(T, n_way * n_shot, C, H, W); got {tuple(support_x.shape)}. "
                 "Sample with sampler.sample(n_tasks=T)"
             )
+        check_task_batch(support_x, support_y, query_x, query_y)  # shapes only: no host sync
         if step_weights is not None and tuple(step_weights.shape) != (steps,):
             raise ValueError(
                 f"step_weights must have shape (steps,) = ({steps},); "

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..common import check_positive_int
+
 
 def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
     """Mean embedding of each class.
@@ -17,14 +19,38 @@ def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int)
         n_way: number of classes.
 
     Returns:
-        Prototypes of shape ``(n_way, D)``.
+        Prototypes of shape ``(n_way, D)``; a class without embeddings gets zeros.
+
+    Raises:
+        ValueError: the shapes disagree, or a label is not a class ``0 … n_way − 1`` (the
+            message names the labels' range).
     """
+    n_way = check_positive_int("n_way", n_way)
+    if embeddings.dim() != 2 or labels.dim() != 1 or len(labels) != len(embeddings):
+        raise ValueError(
+            "class_prototypes takes embeddings (n_support, D) and one label per embedding, "
+            f"(n_support,); got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
+        )
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be integer classes 0 … n_way − 1; got dtype {labels.dtype}")
+    try:
+        # bincount learns the largest label anyway (its host sync): a count past n_way is a
+        # label past the classes, and a negative label is its error, at no extra cost.
+        counts = torch.bincount(labels, minlength=n_way)
+    except RuntimeError:
+        counts = None
+    if counts is None or len(counts) > n_way:
+        low, high = torch.stack([labels.min(), labels.max()]).tolist()
+        raise ValueError(
+            f"labels must be classes 0 … n_way − 1 = {n_way - 1}; got labels from {low} to "
+            f"{high}. Relabel the classes 0, 1, … (as fsl.EpisodeSampler does), or pass the "
+            "right n_way"
+        )
     sums = torch.zeros(
         n_way, embeddings.shape[-1], dtype=embeddings.dtype, device=embeddings.device
     )
     sums.index_add_(0, labels, embeddings)
-    counts = torch.bincount(labels, minlength=n_way).clamp_min(1).to(embeddings.dtype)
-    return sums / counts[:, None]
+    return sums / counts.clamp_min(1).to(embeddings.dtype)[:, None]
 
 
 def squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

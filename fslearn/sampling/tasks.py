@@ -75,3 +75,45 @@ def check_task(
             "classes 0, 1, … in order, as fsl.EpisodeSampler does"
         )
     return high + 1
+
+
+def check_task_batch(
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    query_x: torch.Tensor,
+    query_y: torch.Tensor,
+) -> None:
+    """Check that four tensors are a batch of ``T`` tasks with query labels, from their shapes
+    and dtypes alone: no host synchronisation, so a meta-training step can afford it.
+
+    Args:
+        support_x: ``(T, n_support, *item)``; support_y: ``(T, n_support)``.
+        query_x: ``(T, n_query, *item)``; query_y: ``(T, n_query)``.
+
+    Raises:
+        ValueError: naming the shapes that disagree (task counts, label counts, items) or
+            labels that are not integers.
+    """
+    shapes = (
+        f"support_x {_shape(support_x)}, support_y {_shape(support_y)}, query_x "
+        f"{_shape(query_x)}, query_y {_shape(query_y)}"
+    )
+    tasks = {t.shape[0] if t.dim() else None for t in (support_x, support_y, query_x, query_y)}
+    if len(tasks) != 1:
+        raise ValueError(
+            f"support and query must hold the same number of tasks T in their first dimension; "
+            f"got {shapes}"
+        )
+    for name, x, y in (("support", support_x, support_y), ("query", query_x, query_y)):
+        if y.dim() != 2 or x.dim() < 3 or _shape(y) != _shape(x)[:2]:
+            raise ValueError(
+                f"{name}_y must hold one label per {name} item, shape (T, n_{name}) = "
+                f"{_shape(x)[:2]}; got {shapes}"
+            )
+        if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+            raise ValueError(
+                f"{name}_y must hold integer class labels; got dtype {y.dtype} "
+                f"(convert with {name}_y.long())"
+            )
+    if _shape(query_x)[2:] != _shape(support_x)[2:]:
+        raise ValueError(f"query items must have the shape of the support items; got {shapes}")

@@ -40,6 +40,35 @@ def iterations_per_epoch(n_samples: int, batch_size: int, drop_last: bool = Fals
     return n_samples // batch_size if drop_last else math.ceil(n_samples / batch_size)
 
 
+def _label_range(y: torch.Tensor, loss_fn) -> tuple[int, int] | None:
+    """The smallest and largest class label in ``y`` when ``loss_fn`` takes class indices
+    (cross-entropy or NLL on integer labels ``(N,)``), else None; one host sync."""
+    if loss_fn not in (F.cross_entropy, F.nll_loss) or y.dim() != 1:
+        return None
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        return None
+    labels = y[y != -100]  # both losses' default ignore_index: not a class
+    if len(labels) == 0:
+        return None
+    low, high = torch.stack([labels.min(), labels.max()]).tolist()
+    return low, high
+
+
+def _check_classes(labels: dict, outputs: torch.Tensor) -> None:
+    """Raise unless every label range of ``labels`` (by name) is a class of ``outputs``
+    ``(B, n_classes)``, which would otherwise be an index error inside the loss."""
+    if outputs.dim() != 2:
+        return
+    n_classes = outputs.shape[1]
+    for name, (low, high) in labels.items():
+        if low < 0 or high >= n_classes:
+            raise ValueError(
+                f"{name} holds class labels from {low} to {high}, but the model scores "
+                f"{n_classes} classes (outputs of shape {tuple(outputs.shape)}): labels must be "
+                f"0 … {n_classes - 1}. Relabel them, or give the model {high + 1} outputs"
+            )
+
+
 @dataclass
 class History:
     """What :func:`fit` did, counted exactly, with per-iteration and per-epoch records.
@@ -146,6 +175,8 @@ def fit(
         A :class:`History`.
 
     Raises:
+        ValueError: with the default loss, labels ``y`` (or validation labels) outside the
+            classes the model scores, at the first step.
         FloatingPointError: when the loss becomes NaN or infinite.
     """
     batch_size = check_positive_int("batch_size", batch_size)
@@ -178,6 +209,11 @@ def fit(
         if last and not drop_last:
             world.share(last, f"the last batch of each epoch ({n_samples} % {batch_size})")
     x, y = x.to(device), y.to(device)
+    # Checked against the model's class count at the first step, which reveals it.
+    labels = {"y": _label_range(y, loss_fn)}
+    if validation is not None:
+        labels["y_val"] = _label_range(validation[1], loss_fn)
+    labels = {name: span for name, span in labels.items() if span is not None}
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator(device=device).manual_seed(seed)
     history = History(n_samples, batch_size, drop_last, accumulate, per_epoch)
@@ -197,7 +233,11 @@ def fit(
         index = batches[position]
         stats = world.running_stats(model)
         mine = index[world.share(index.shape[0], "batch_size")]
-        loss = loss_fn(model(to_float(x[mine])), y[mine])
+        outputs = model(to_float(x[mine]))
+        if labels:
+            _check_classes(labels, outputs)
+            labels.clear()  # once: the class count does not change
+        loss = loss_fn(outputs, y[mine])
         (loss / accumulate).backward()
         world.sync_running_stats(stats, "batch")
         history.samples_seen += index.shape[0]
