@@ -55,10 +55,10 @@ class GradientLearner(nn.Module):
         test_adapt: what adapts when the learner is called: ``"whole"`` (every parameter) or
             ``"head"`` (``model.head`` alone, on the features of the fixed ``model.backbone``,
             computed once per task).
-        test_bn: how batch norm normalises the test images (:mod:`fslearn.methods.
-            batch_norm_modes`): ``"transductive"`` (the batch in hand: the support set, then
-            the queries together), ``"running"`` (running statistics) or ``"support"`` (the
-            support set's statistics, for the queries too).
+        test_bn: how batch norm normalises the test images
+            (:mod:`fslearn.methods.batch_norm_modes`): ``"transductive"`` (the batch in hand:
+            the support set, then the queries together), ``"running"`` (running statistics)
+            or ``"support"`` (the support set's statistics, for the queries too).
         strategy: how a batch of tasks runs: ``"loop"``, ``"vmap"`` or ``"auto"``
             (``"loop"`` on a CPU, ``"vmap"`` elsewhere); the same numbers either way.
 

@@ -58,8 +58,8 @@ class CosineHead(nn.Module):
     Args:
         in_features: ``D``.
         out_features: classes.
-        scale: multiplies the cosines (default :func:`default_scale`: 2 up to 200 classes,
-            else 10).
+        scale: multiplies the cosines (default: 2 up to 200 classes, else 10, as Chen et
+            al.'s code).
         learn_norms: learn a norm per class, as the weight normalisation of Chen et al.'s code.
         seed: seeds the weights' initialisation (that of ``nn.Linear``).
     """

@@ -8,7 +8,7 @@ What this follows, checked against the authors' code (github mileyan/simple_shot
 - the features are the backbone's output (before the classifier's linear layer), extracted
   in eval mode, so batch norm uses its running statistics (``test_bn="running"``);
 - the base mean is the mean feature of every training (base-class) image, extracted the same
-  way (:func:`mean_embedding`);
+  way (:func:`~fslearn.mean_embedding`);
 - ``"CL2N"``: subtract the base mean, then divide by the L2 norm; ``"L2N"``: divide by the L2
   norm; ``"UN"``: the features as they are. The three rows of their tables;
 - each class's centroid is the mean of its transformed support features (not normalised
