@@ -326,6 +326,8 @@ def test_evaluate_records_each_learner_s_batch_norm_mode():
     assert fsl.evaluate(fsl.ProtoNet(backbone), episodes).test_bn == "running"
     within = fsl.evaluate_within_groups(learners["support"], data, N_WAY, 1, 2, 4)
     assert within.overall.test_bn == "support"
+    curve = learners["support"].adaptation_curve(episodes, batch_size=2)
+    assert [point.test_bn for point in curve] == ["support", "support"]
 
 
 def test_paired_difference_is_the_mean_and_interval_of_per_episode_differences():

@@ -26,7 +26,7 @@ class Accuracy:
         test_bn: how the learner's batch-norm layers normalised the test images
             (:func:`~fslearn.evaluation.batch_norm_mode`): ``"transductive"``, ``"running"`` or ``"support"``;
             ``None`` for a learner without batch norm, or where no learner was scored
-            (a difference of two accuracies, a curve's point).
+            (a difference of two accuracies).
     """
 
     mean: float

@@ -26,6 +26,8 @@ statistics of pre-training, or with the support set's statistics (``test_bn``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -313,4 +315,4 @@ class GradientLearner(nn.Module):
         finally:
             self.train(was_training)
         accuracies = torch.cat(per_step, dim=1)  # (steps + 1, n_episodes)
-        return [confidence_interval(row) for row in accuracies]
+        return [replace(confidence_interval(row), test_bn=self.test_bn) for row in accuracies]
