@@ -8,6 +8,7 @@ import math
 from .. import cli
 from ..data.catalog import DATASETS
 from ..distributed import TIMEOUT_RANGE, check_timeout
+from ..sampling.augment import STRENGTH_RANGE, check_strength
 from ..training.presets import METHODS, RECIPES
 from .eval_commands import eval_runs, evaluate_command
 from .tool_commands import bench, info
@@ -57,12 +58,9 @@ def _rate(text: str) -> float:
 
 def _augment(text: str) -> float:
     try:
-        value = float(text)
+        return check_strength(float(text))
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0 (0: none); got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be {STRENGTH_RANGE}; got {text!r}") from None
 
 
 def _timeout(text: str) -> float:
@@ -133,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
         ("episodes-per-step", _positive, "episodes per optimizer step (protonet)"),
         ("batch-size", _positive, "images per batch (pretrain)"),
         ("n-pairs", _positive, "pairs per step (siamese)"),
-        ("augment", _augment, "strength of the random affine distortions (protonet; 0: none)"),
+        ("augment", _augment, "strength of the random affine distortions, 0 to 2.5 (protonet)"),
     ]:
         p.add_argument(f"--{name}", type=kind, help=f"{text} (default: the recipe's)")
     p.add_argument(

@@ -16,7 +16,7 @@ import torch
 
 from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
-from .augment import random_affine
+from .augment import check_strength, random_affine
 from .subsets import random_subsets
 
 
@@ -144,8 +144,8 @@ class EpisodeSampler:
         rotate: rotate each class of each task by a random multiple of 90°
             (the MAML protocol's augmentation); needs square images.
         augment: warp every image by its own small random affine map
-            (:func:`~fslearn.random_affine` at this strength; 0: none), new drawings of the
-            same characters for a training set with few of them.
+            (:func:`~fslearn.random_affine` at this strength, 0 to 2.5; 0: none), new
+            drawings of the same characters for a training set with few of them.
 
     Example:
         >>> sampler = EpisodeSampler(fsl.load_embedded("background"), n_way=5, n_shot=1, n_query=15)
@@ -165,15 +165,14 @@ class EpisodeSampler:
         augment: float = 0.0,
     ):
         n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
-        if not augment >= 0:
-            raise ValueError(f"augment must be ≥ 0 (0: no distortion); got {augment}")
+        augment = check_strength(augment, "augment")
         height, width = dataset.image_shape[1:]
         if rotate and height != width:
             raise ValueError(f"rotate=True needs square images; got {height}×{width}")
         self.dataset = dataset
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
         self.rotate = rotate
-        self.augment = float(augment)
+        self.augment = augment
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
 
     def __repr__(self) -> str:
