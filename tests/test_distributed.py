@@ -263,7 +263,7 @@ def test_a_summary_of_the_data_tells_copies_apart():
 
 
 def test_ranks_are_named_in_runs():
-    from fslearn.distributed import _ranks
+    from fslearn.distributed.world import _ranks
 
     assert _ranks([3]) == "rank 3"
     assert _ranks([0, 1, 2, 5, 7, 8]) == "ranks 0-2, 5, 7-8"
