@@ -24,7 +24,8 @@ class Accuracy:
         ci95: ``1.96 · std / √n`` (sample standard deviation), in the same units.
         per_episode: the accuracy of every episode, shape ``(n,)``.
         test_bn: how the learner's batch-norm layers normalised the test images
-            (:func:`~fslearn.evaluation.batch_norm_mode`): ``"transductive"``, ``"running"`` or ``"support"``;
+            (:func:`~fslearn.evaluation.batch_norm_mode`): ``"transductive"``, ``"running"``
+            or ``"support"``;
             ``None`` for a learner without batch norm, or where no learner was scored
             (a difference of two accuracies).
     """
@@ -83,9 +84,9 @@ def batch_norm_mode(learner) -> str | None:
 
     Its ``test_bn`` where it has that switch (:class:`~fslearn.MAML`,
     :class:`~fslearn.FineTune`, :class:`~fslearn.BaselinePP`, :class:`~fslearn.SimpleShot`);
-    otherwise, as :func:`~fslearn.evaluate` runs it in eval mode, ``"running"`` when every layer keeps
-    running statistics and ``"transductive"`` when one normalises each batch with its own
-    (the support set and the queries are embedded as separate batches); ``None`` without
+    otherwise, as :func:`~fslearn.evaluate` runs it in eval mode, ``"running"`` when every
+    layer keeps running statistics and ``"transductive"`` when one normalises each batch with
+    its own (the support set and the queries are embedded as separate batches); ``None`` without
     batch norm (or for a plain function, whose layers cannot be seen).
     """
     mode = getattr(learner, "test_bn", None)
