@@ -10,8 +10,9 @@ from ..data.dataset import FewShotDataset
 from ..data.lake_runs import evaluate_runs, load_runs
 from ..distributed import SINGLE, World
 from ..evaluation import evaluate, evaluate_within_groups
+from ..evaluation.groups import check_groups
 from ..methods.adaptation import GradientLearner
-from ..methods.views import with_test_views
+from ..methods.views import AVERAGEABLE, AVERAGEABLE_METHODS, check_views_memory, with_test_views
 from ..sampling.episodes import EpisodeSet
 from ..training.checkpoint import read_checkpoint
 from ..training.specs import load_learner
@@ -23,19 +24,24 @@ def _task_batch(learner) -> int | None:
     return 50 if isinstance(learner, GradientLearner) else None
 
 
-def _with_views(learner, views: int, checkpoint):
-    """``learner`` scoring each image by its mean embedding over ``views`` views (1: itself)."""
+def _with_views(learner, views: int, checkpoint, *, image_shape, n_images: int, device):
+    """``learner`` scoring each image by its mean embedding over ``views`` views (1: itself),
+    checked to be one whose embeddings views can average and to fit ``device``'s memory with
+    batches of ``n_images`` images before any episode is scored."""
     if views == 1:
         return learner
-    try:
-        return with_test_views(learner, views)
-    except TypeError:
+    if not isinstance(learner, AVERAGEABLE):
         method = read_checkpoint(checkpoint)["spec"]["method"]
         raise UsageError(
-            f"--test-views averages the embeddings of a nearest-prototype learner (protonet, or "
-            f"triplet with the nearest-prototype rule); {checkpoint} holds a {method} learner "
+            f"--test-views averages the embeddings of the learners that classify by distances "
+            f"between them ({AVERAGEABLE_METHODS}); {checkpoint} holds a {method} learner "
             f"({type(learner).__name__}): leave --test-views out"
-        ) from None
+        )
+    try:
+        check_views_memory(learner.backbone, image_shape, n_images, views, device, "--test-views")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return with_test_views(learner, views)
 
 
 def test_checkpoint(
@@ -57,7 +63,14 @@ def test_checkpoint(
     test split of ``dataset`` (shared by ``world``'s processes), with ``test_views`` views of
     every image (:func:`~fslearn.with_test_views`; 1: the image alone)."""
     learner = load_learner(checkpoint, n_way=n_way, image_shape=test.image_shape, device=device)
-    learner = _with_views(learner, test_views, checkpoint)
+    learner = _with_views(
+        learner,
+        test_views,
+        checkpoint,
+        image_shape=test.image_shape,
+        n_images=n_way * max(n_shot, n_query),  # the support and the queries embed apart
+        device=device,
+    )
     episode_set = EpisodeSet(test, n_way, n_shot, n_query, episodes, seed=seed)
     start = time.perf_counter()
     accuracy = evaluate(
@@ -133,6 +146,15 @@ def evaluate_command(args) -> int:
         progress=progress,
     )
     if args.within_alphabet:
+        try:
+            check_groups(test)
+        except ValueError:
+            raise UsageError(
+                f"--within-alphabet: {dataset} has no alphabets (the {test.n_classes} classes "
+                f"of its test split are in one group, {test.groups[0]!r}), so its accuracy "
+                "within one alphabet would be its ordinary accuracy; leave --within-alphabet "
+                "out, or test a character set (omniglot, omniglot-small, embedded)"
+            ) from None
         return _within_alphabet(args, test, dataset, device, progress)
     result = test_checkpoint(
         Path(args.checkpoint),
@@ -156,7 +178,14 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
     learner = load_learner(
         args.checkpoint, n_way=args.n_way, image_shape=test.image_shape, device=device
     )
-    learner = _with_views(learner, args.test_views, args.checkpoint)
+    learner = _with_views(
+        learner,
+        args.test_views,
+        args.checkpoint,
+        image_shape=test.image_shape,
+        n_images=args.n_way * max(args.n_shot, args.n_query),
+        device=device,
+    )
     start = time.perf_counter()
     scores = evaluate_within_groups(
         learner,

@@ -28,6 +28,22 @@ class GroupAccuracy:
     left_out: dict[str, int]
 
 
+def check_groups(dataset) -> None:
+    """A ValueError unless ``dataset``'s classes come in two groups (alphabets) or more.
+
+    With one group, episodes "within a group" are the dataset's ordinary episodes, and
+    their accuracy says nothing of how a learner tells apart the characters of one alphabet.
+    """
+    groups = set(dataset.groups)
+    if len(groups) < 2:
+        raise ValueError(
+            f"all {dataset.n_classes} classes of {dataset.name} are in one group "
+            f"({next(iter(groups))!r}): it has no alphabets, and its episodes within a group "
+            "would be its ordinary episodes; score those with fsl.evaluate, or evaluate within "
+            "groups on a dataset of several (Omniglot's alphabets)"
+        )
+
+
 def evaluate_within_groups(
     learner,
     dataset,
@@ -50,8 +66,10 @@ def evaluate_within_groups(
     :func:`evaluate` (``batch_size``, ``progress`` and ``world`` as there).
 
     Raises:
-        ValueError: no group has ``n_way`` classes (naming the largest).
+        ValueError: every class is in one group (miniImageNet, whose groups are its split: it
+            has no alphabets), or no group has ``n_way`` classes (naming the largest).
     """
+    check_groups(dataset)
     sizes = {group: dataset.groups.count(group) for group in dict.fromkeys(dataset.groups)}
     scored = [group for group, size in sizes.items() if size >= n_way]
     if not scored:
