@@ -17,6 +17,7 @@ from ..data.dataset import FewShotDataset
 from ..distributed import world_from_env
 from ..methods.strategies import resolve_strategy
 from ..sampling.episodes import check_episode_shape
+from ..training.metric_recipes import training_classes
 from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
 from .eval_commands import describe, test_checkpoint
 from .run_folder import RunCheckpoint, RunLock, check_folder, snapshot
@@ -218,8 +219,18 @@ def train(args) -> int:
             what="data",
             fix="give every machine the same copy of the dataset (--data-root)",
         )
+    variants = {"4 rotations": 4} if settings.get("rotate_classes") else {}
+    if settings.get("reflect_classes"):
+        variants["2 reflections"] = 2
     if {"n_way", "n_shot", "n_query"} <= set(settings):  # the episodic recipes' training tasks
-        _check_episodes(train_set, "training", settings, "")
+        # the classes the recipe trains on, each rotation and reflection a class of its own
+        trained = training_classes(
+            train_set,
+            rotate_classes=bool(settings.get("rotate_classes")),
+            reflect_classes=bool(settings.get("reflect_classes")),
+        )
+        _check_episodes(trained, "training", settings, "")
+        del trained  # the recipe makes its own
     _check_episodes(test_set, "test", test_setting, "test-")
     with lock if world.is_main else contextlib.nullcontext():
         if world.is_main and snapshot(out) != seen:
@@ -229,9 +240,6 @@ def train(args) -> int:
             )
         say = print if world.is_main else lambda *_: None
         processes = f" in {world.size} processes" if world.size > 1 else ""
-        variants = {"4 rotations": 4} if settings.get("rotate_classes") else {}
-        if settings.get("reflect_classes"):
-            variants["2 reflections"] = 2
         classes = train_set.n_classes * math.prod(variants.values())
         made = f" at {' × '.join(variants)}" if variants else ""
         say(

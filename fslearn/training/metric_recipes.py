@@ -26,6 +26,19 @@ from .skeleton import run_recipe, setup_recipe, track_recipe
 from .steps import StepHistory
 
 
+def training_classes(
+    train: FewShotDataset, *, rotate_classes: bool = False, reflect_classes: bool = False
+) -> FewShotDataset:
+    """The classes :func:`train_protonet` trains on: ``train``, with each class's mirror image
+    (``reflect_classes``), then each class's rotations (``rotate_classes``), as classes of
+    their own (8 per class with both)."""
+    if reflect_classes:
+        train = with_reflections(train)
+    if rotate_classes:
+        train = with_rotations(train)
+    return train
+
+
 def train_protonet(
     train: FewShotDataset,
     *,
@@ -86,10 +99,7 @@ def train_protonet(
     spec, learner, train = setup_recipe(
         "protonet", train, hidden_channels, device, seed, distance=distance
     )
-    if reflect_classes:
-        train = with_reflections(train)
-    if rotate_classes:
-        train = with_rotations(train)
+    train = training_classes(train, rotate_classes=rotate_classes, reflect_classes=reflect_classes)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, augment=augment)
