@@ -206,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
         type=_positive,
         default=1,
         help="test-time augmentation: embed every image as the mean over itself and N - 1 "
-        "small affine distortions of it (nearest-prototype learners; the minimal recipe: 8)",
+        "small affine distortions of it (protonet and triplet learners; the minimal recipe: 8); "
+        "refused before any episode when its memory does not fit",
     )
     _test_options(p)
     p.set_defaults(run=evaluate_command)
