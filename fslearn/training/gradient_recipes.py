@@ -1,8 +1,9 @@
 """Recipes of the learners that adapt by gradient steps: MAML, first-order MAML, ANIL, and the
 pre-training baseline whose backbone :class:`~fslearn.FineTune` adapts per task.
 
-Defaults are the published Omniglot settings (:mod:`fslearn.training.presets` lists the
-papers and their numbers); both follow :mod:`fslearn.training.skeleton`.
+Most defaults are the published Omniglot settings (:func:`train_maml` names those that are
+not; :mod:`fslearn.training.presets` lists the papers and their numbers); both follow
+:mod:`fslearn.training.skeleton`.
 """
 
 from __future__ import annotations
@@ -51,14 +52,22 @@ def train_maml(
     checkpoint: Checkpoint | None = None,
     world: World = SINGLE,
 ) -> tuple[MAML, StepHistory]:
-    """MAML as Finn et al. (2017) trained it on Omniglot 5-way 1-shot.
+    """MAML meta-trained on ``n_way``-way ``n_shot``-shot tasks of ``train``.
 
-    The paper: Conv4-64 with per-task batch statistics, meta-batch 32, 1 inner
-    step with α = 0.4 (20-way: 5 steps, α = 0.1, meta-batch 16; miniImageNet:
-    Conv4-32, 5 steps, α = 0.01, meta-batch 4), Adam 1e-3 on the meta-objective,
-    60 000 meta-iterations, 10 inner steps at test time, each class of each task
-    rotated by a random multiple of 90° (``rotate``). Every meta-iteration samples
-    its tasks on ``train``'s device and runs without a host synchronisation.
+    Most defaults are Finn et al.'s (2017) for Omniglot 5-way 1-shot (appendix A.1 and the
+    authors' code, github.com/cbfinn/maml): Conv4-64 with per-task batch statistics,
+    meta-batch 32, 1 inner step with α = 0.4 (20-way: 5 steps, α = 0.1, meta-batch 16;
+    miniImageNet: Conv4-32, 5 steps, α = 0.01, meta-batch 4), Adam 1e-3 on the
+    meta-objective, 60 000 meta-iterations, each class of each task rotated by a random
+    multiple of 90° (``rotate``). Three defaults are not the Omniglot recipe's: 15 queries
+    per class (the appendix's miniImageNet setting; on Omniglot the authors' code draws as
+    many queries as shots per class), 10 inner steps at test time (the authors' code, for
+    every dataset; the appendix gives 3 for Omniglot 5-way, 5 for 20-way and 10 for
+    miniImageNet), and :func:`~fslearn.maml_classifier`'s max-pooling (the Omniglot network
+    of the paper and its code has stride-2 convolutions instead).
+    ``recipe_settings("maml", "omniglot")`` from :mod:`fslearn.training.presets` gives the
+    paper's queries and test steps. Every meta-iteration samples its tasks on ``train``'s
+    device and runs without a host synchronisation.
 
     Args:
         train: the training classes (move them to the GPU first to train there).
