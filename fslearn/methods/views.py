@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..common import check_positive_int, model_device
+from ..room import available_bytes
 from ..sampling.augment import check_strength, random_affine
-from ..training.memory import activation_bytes, available_bytes
 from .nearest_neighbour import NearestNeighbourLearner
 from .prototypes import NearestPrototype, ProtoNet
 
@@ -21,18 +21,32 @@ AVERAGEABLE = (NearestPrototype, NearestNeighbourLearner)
 AVERAGEABLE_METHODS = "protonet, and triplet with either rule"
 
 
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
 def _costs(backbone: nn.Module, image_shape) -> tuple[int, int]:
     """Bytes per image of :class:`AveragedViews`: ``(whatever the number of views, per view)``."""
-    x = torch.zeros(1, *image_shape, device=model_device(backbone), requires_grad=True)
+    x = torch.zeros(1, *image_shape, device=model_device(backbone))
+    outputs = []
+    hooks = [
+        layer.register_forward_hook(lambda _, __, output: outputs.append(_bytes([output])))
+        for layer in backbone.modules()
+        if next(layer.children(), None) is None
+    ]
     was_training = backbone.training
     backbone.eval()  # a pass in training mode would move batch norm's running statistics
     try:
-        with torch.enable_grad():
-            one_pass = activation_bytes(backbone, x)
-            embedding = backbone(x).numel() * x.element_size()
+        with torch.no_grad():
+            embedding = _bytes([backbone(x)])
     finally:
         backbone.train(was_training)
-    image = x.numel() * x.element_size()
+        for hook in hooks:
+            hook.remove()
+    image = _bytes([x])
+    # The image and every layer's output, as if all were kept: more than a pass without
+    # gradients holds at once.
+    one_pass = image + sum(outputs)
     # Per view: its embedding. Besides: one pass of the backbone, one warped copy with
     # random_affine's grid (about three images), and the embedding the pass returns.
     return one_pass + 3 * image + embedding, embedding
@@ -43,8 +57,8 @@ def views_bytes(backbone: nn.Module, image_shape, n_images: int, views: int) -> 
     of shape ``image_shape`` ``(C, H, W)`` with ``views`` views of each.
 
     The ``views`` embeddings, one warped copy of the batch and one pass of ``backbone``, whose
-    share per image is measured with :func:`~fslearn.activation_bytes` on one image (every
-    tensor the pass makes: more than a pass without gradients holds at once).
+    share per image is measured on one image: the outputs of all its layers together, more
+    than a pass without gradients holds at once.
     """
     fixed, per_view = _costs(backbone, image_shape)
     return n_images * (fixed + views * per_view)
