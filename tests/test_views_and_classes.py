@@ -4,7 +4,9 @@ memory views take, checked before any work; the learners views accept, as their 
 square images; and the class counts of the classes a recipe trains on."""
 
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ import torch
 import fslearn as fsl
 from fslearn.methods import views as views_module
 from fslearn.methods.views import AVERAGEABLE_METHODS, check_views_memory, views_bytes
+from fslearn.room import available_bytes
 from fslearn.training.metric_recipes import training_classes
 from fslearn.training.specs import SPEC_FIELDS, build_learner
 
@@ -81,6 +84,18 @@ def test_the_estimate_bounds_what_the_views_take_on_a_gpu(device):
         taken = torch.cuda.max_memory_allocated(device) - before
         estimate = views_bytes(backbone, (3, 84, 84), 75, views)
         assert taken <= estimate, (views, taken, estimate)
+
+
+def test_available_memory_is_what_the_device_has_left(device):
+    room = available_bytes(device)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        assert free <= room <= total
+    elif Path("/proc/meminfo").exists():
+        assert 0 < room <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:  # no MemAvailable to read: nothing is checked
+        assert room is None
+    assert available_bytes("meta") is None
 
 
 def _spec(method: str) -> dict:
