@@ -19,7 +19,7 @@ from .data.archives import extract_zip
 from .data.catalog import DATASETS, load_dataset
 from .data.dataset import FewShotDataset, to_float, with_reflections, with_rotations
 from .data.embedded import load_embedded
-from .data.lake_runs import OneShotRun, download_runs, evaluate_runs, load_runs
+from .data.lake_runs import OneShotRun, download_runs, load_runs
 from .data.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .data.omniglot import download_omniglot, load_omniglot
 from .data.omniglot_splits import omniglot_split
@@ -39,6 +39,7 @@ from .methods.finetune import FineTune
 from .methods.maml import MAML, check_batch_norm, maml_classifier
 from .methods.metric import class_prototypes, cosine_similarity, max_per_class, squared_euclidean
 from .methods.nearest_neighbour import NearestNeighbourLearner
+from .methods.one_shot_runs import evaluate_runs
 from .methods.prototypes import NearestPrototype, ProtoNet
 from .methods.siamese import SiameseNet, contrastive_loss
 from .methods.simpleshot import SimpleShot, mean_embedding

@@ -194,6 +194,37 @@ def test_eval_runs_scores_lakes_twenty_runs(protonet_run, tmp_path):
     )
 
 
+def test_eval_runs_takes_the_same_test_views_as_evaluate_runs(protonet_run, tmp_path):
+    files, _ = make_runs(random.Random(1))
+    runs = write_zip(tmp_path / "all_runs.zip", files)
+    out, _ = protonet_run
+    command = ("eval-runs", out / "checkpoint.pt", "--runs", runs, "--test-views", 3)
+    scores = json.loads(fslearn(*command, "--json").stdout)
+    device = torch.device(json.loads((out / "config.json").read_text())["device"])
+    learner = fsl.load_learner(
+        out / "checkpoint.pt", n_way=20, image_shape=(1, 28, 28), device=device
+    )
+    loaded = fsl.load_runs(runs)
+    expected = fsl.evaluate_runs(loaded, learner=learner, test_views=3)
+    assert scores["test_views"] == expected["test_views"] == 3
+    assert scores["errors"] == pytest.approx(expected["errors"], abs=1e-9)
+    # The views are the library's: each run scored by hand through fsl.with_test_views.
+    viewed = fsl.with_test_views(learner, 3)
+    errors = []
+    with torch.no_grad():
+        for run in loaded:
+            support_x, query_x = (x.to(device) / 255 for x in (run.support_x, run.query_x))
+            logits = viewed(support_x, torch.arange(20, device=device), query_x).cpu()
+            errors.append(100 * (logits.argmax(1) != run.query_y).double().mean().item())
+    assert expected["errors"] == pytest.approx(errors, abs=1e-9)
+    assert fsl.evaluate_runs(loaded, learner=learner)["test_views"] == 1
+    assert "20 runs, 3 views per image:" in fslearn(*command).stdout
+    with pytest.raises(TypeError, match="test_views=2 averages the embeddings of a module"):
+        fsl.evaluate_runs(loaded, embed=lambda x: x.flatten(1), test_views=2)
+    with pytest.raises(ValueError, match="test_views must be a positive integer"):
+        fsl.evaluate_runs(loaded, learner=learner, test_views=0)
+
+
 def test_bad_requests_fail_with_a_clear_message(protonet_run, tmp_path):
     out, _ = protonet_run
     fails("train", "matchingnet", match="invalid choice: 'matchingnet'", code=2)

@@ -201,14 +201,7 @@ def parser() -> argparse.ArgumentParser:
         "characters in turn (Lake's harder one-shot test; e.g. --n-way 20 --n-query 1 "
         "--episodes 200)",
     )
-    p.add_argument(
-        "--test-views",
-        type=_positive,
-        default=1,
-        help="test-time augmentation: embed every image as the mean over itself and N - 1 "
-        "small affine distortions of it (protonet and triplet learners; the minimal recipe: 8); "
-        "refused before any episode when its memory does not fit",
-    )
+    _test_views_option(p)
     _test_options(p)
     p.set_defaults(run=evaluate_command)
 
@@ -217,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint")
     p.add_argument("--runs", required=True, help="all_runs.zip or its extracted folder")
+    _test_views_option(p)
     p.add_argument("--device", help="cpu, cuda, … (default: a GPU if there is one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=eval_runs)
@@ -250,3 +244,14 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="versions, devices, and where data and caches live")
     p.set_defaults(run=info)
     return main
+
+
+def _test_views_option(p) -> None:
+    p.add_argument(
+        "--test-views",
+        type=_positive,
+        default=1,
+        help="test-time augmentation: embed every image as the mean over itself and N - 1 "
+        "small affine distortions of it (protonet and triplet learners; the minimal recipe: 8); "
+        "refused before any episode when its memory does not fit",
+    )

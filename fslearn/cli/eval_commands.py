@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 from ..data.dataset import FewShotDataset
-from ..data.lake_runs import evaluate_runs, load_runs
+from ..data.lake_runs import load_runs
 from ..distributed import SINGLE, World
 from ..evaluation import evaluate, evaluate_within_groups
 from ..evaluation.groups import check_groups
 from ..methods.adaptation import GradientLearner
+from ..methods.one_shot_runs import evaluate_runs
 from ..methods.views import AVERAGEABLE, AVERAGEABLE_METHODS, check_views_memory, with_test_views
 from ..sampling.episodes import EpisodeSet
 from ..training.checkpoint import read_checkpoint
@@ -24,12 +25,12 @@ def _task_batch(learner) -> int | None:
     return 50 if isinstance(learner, GradientLearner) else None
 
 
-def _with_views(learner, views: int, checkpoint, *, image_shape, n_images: int, device):
-    """``learner`` scoring each image by its mean embedding over ``views`` views (1: itself),
-    checked to be one whose embeddings views can average and to fit ``device``'s memory with
-    batches of ``n_images`` images before any episode is scored."""
+def _check_views(learner, views: int, checkpoint, *, image_shape, n_images: int, device):
+    """Refuse ``views`` views of every image for ``learner`` unless its embeddings views can
+    average and all views of batches of ``n_images`` images fit ``device``'s memory, before
+    any episode is scored."""
     if views == 1:
-        return learner
+        return
     if not isinstance(learner, AVERAGEABLE):
         method = read_checkpoint(checkpoint)["spec"]["method"]
         raise UsageError(
@@ -41,7 +42,15 @@ def _with_views(learner, views: int, checkpoint, *, image_shape, n_images: int, 
         check_views_memory(learner.backbone, image_shape, n_images, views, device, "--test-views")
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return with_test_views(learner, views)
+
+
+def _with_views(learner, views: int, checkpoint, *, image_shape, n_images: int, device):
+    """``learner`` scoring each image by its mean embedding over ``views`` views (1: itself),
+    checked by :func:`_check_views` first."""
+    _check_views(
+        learner, views, checkpoint, image_shape=image_shape, n_images=n_images, device=device
+    )
+    return learner if views == 1 else with_test_views(learner, views)
 
 
 def test_checkpoint(
@@ -235,7 +244,15 @@ def eval_runs(args) -> int:
     learner = load_learner(
         args.checkpoint, n_way=20, image_shape=(1, *runs[0].support_x.shape[-2:]), device=device
     )
-    scores = evaluate_runs(runs, learner=learner)
+    _check_views(
+        learner,
+        args.test_views,
+        args.checkpoint,
+        image_shape=(1, *runs[0].support_x.shape[-2:]),
+        n_images=20,  # the 20 training images, then the 20 test images, embed apart
+        device=device,
+    )
+    scores = evaluate_runs(runs, learner=learner, test_views=args.test_views)
     if args.json:
         print(
             json.dumps(
@@ -246,8 +263,9 @@ def eval_runs(args) -> int:
         return 0
     for run, error in zip(runs, scores["errors"], strict=True):
         print(f"{run.name}: {error:5.1f}% error")
+    views = f", {args.test_views} views per image" if args.test_views > 1 else ""
     print(
-        f"mean error over {len(runs)} runs: {scores['mean_error']:.2f}% (Lake et al. 2015: people "
-        "4.5%, BPL 3.3%)"
+        f"mean error over {len(runs)} runs{views}: {scores['mean_error']:.2f}% (Lake et al. "
+        "2015: people 4.5%, BPL 3.3%)"
     )
     return 0
