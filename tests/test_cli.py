@@ -125,6 +125,37 @@ def test_eval_with_test_views_scores_embeddings_averaged_over_the_views(protonet
     assert "4 episodes of 15 queries per class, 3 views per image:" in text.stdout
 
 
+def test_eval_test_bn_sets_the_learners_batch_norm_and_records_it(protonet_run, tmp_path):
+    out = tmp_path / "maml"
+    fslearn("train", "maml", *TINY, "--meta-batch", 2, "--test-steps", 1, "--steps", 2,
+            "--out", out)  # fmt: skip
+    checkpoint = out / "checkpoint.pt"
+    shown = json.loads(
+        fslearn("eval", checkpoint, "--episodes", 3, "--test-bn", "support", "--json").stdout
+    )
+    # The same episodes scored in Python, the learner switched to the support set's statistics.
+    device = torch.device(json.loads((out / "config.json").read_text())["device"])
+    dataset = fsl.load_dataset("embedded", "test", progress=False, device=device)
+    learner = fsl.load_learner(checkpoint, n_way=5, image_shape=(1, 28, 28), device=device)
+    assert learner.test_bn == "transductive"
+    learner.test_bn = "support"
+    by_hand = fsl.evaluate(learner, fsl.EpisodeSet(dataset, 5, 1, 15, n_episodes=3, seed=0))
+    assert shown["test_bn"] == by_hand.test_bn == "support"
+    assert shown["accuracy"] == pytest.approx(by_hand.mean, abs=1e-6)
+    plain = json.loads(fslearn("eval", checkpoint, "--episodes", 3, "--json").stdout)
+    assert plain["test_bn"] == "transductive"
+    text = fslearn("eval", checkpoint, "--episodes", 3, "--test-bn", "support", "--no-progress")
+    assert text.stdout.rstrip().endswith("(batch norm: support)")
+    fails("eval", checkpoint, "--test-bn", "running", match="--test-bn running: test_bn='running'")
+    protonet = protonet_run[0] / "checkpoint.pt"
+    running = json.loads(
+        fslearn("eval", protonet, "--episodes", 2, "--test-bn", "running", "--json").stdout
+    )
+    assert running["test_bn"] == "running"
+    fails("eval", protonet, "--test-bn", "transductive", match="holds a protonet learner")
+    fails("eval", checkpoint, "--test-bn", "batch", match="invalid choice: 'batch'", code=2)
+
+
 def test_interrupted_cli_run_resumes_to_the_same_weights(tmp_path):
     args = ["train", "maml", *TINY, "--meta-batch", 2, "--test-steps", 1]
     fslearn(*args, "--steps", 4, "--out", tmp_path / "straight")

@@ -8,6 +8,7 @@ import math
 from .. import cli
 from ..data.catalog import DATASETS
 from ..distributed import TIMEOUT_RANGE, check_timeout
+from ..methods.batch_norm_modes import TEST_BN_MODES
 from ..sampling.augment import STRENGTH_RANGE, check_strength
 from ..training.presets import METHODS, RECIPES
 from .eval_commands import eval_runs, evaluate_command
@@ -202,6 +203,13 @@ def parser() -> argparse.ArgumentParser:
         "--episodes 200)",
     )
     _test_views_option(p)
+    p.add_argument(
+        "--test-bn",
+        choices=TEST_BN_MODES,
+        help="batch norm at test time: transductive (each batch's own statistics), running "
+        "(training's running statistics) or support (the support set's); default: the "
+        "learner's own (maml: transductive, pretrain: running), recorded as test_bn",
+    )
     _test_options(p)
     p.set_defaults(run=evaluate_command)
 

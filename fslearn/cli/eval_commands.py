@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.dataset import FewShotDataset
 from ..data.lake_runs import load_runs
 from ..distributed import SINGLE, World
-from ..evaluation import evaluate, evaluate_within_groups
+from ..evaluation import batch_norm_mode, evaluate, evaluate_within_groups
 from ..evaluation.groups import check_groups
 from ..methods.adaptation import GradientLearner
 from ..methods.one_shot_runs import evaluate_runs
@@ -23,6 +23,27 @@ from .support import UsageError, dataset_for, parse_device
 def _task_batch(learner) -> int | None:
     """Episodes to give ``learner`` at once: 50 for the learners that take task batches."""
     return 50 if isinstance(learner, GradientLearner) else None
+
+
+def _learner(checkpoint, test_bn: str | None, *, n_way: int, image_shape, device):
+    """The checkpoint's learner, its test-time batch norm set to ``test_bn`` (None: its own)."""
+    learner = load_learner(checkpoint, n_way=n_way, image_shape=image_shape, device=device)
+    if test_bn is None:
+        return learner
+    if hasattr(learner, "test_bn"):
+        try:
+            learner.test_bn = test_bn
+        except ValueError as error:
+            raise UsageError(f"--test-bn {test_bn}: {error}") from None
+    elif batch_norm_mode(learner) != test_bn:
+        method = read_checkpoint(checkpoint)["spec"]["method"]
+        raise UsageError(
+            f"--test-bn {test_bn}: {checkpoint} holds a {method} learner "
+            f"({type(learner).__name__}), which embeds test images with "
+            f"{batch_norm_mode(learner) or 'no batch norm'} statistics only; --test-bn applies "
+            f"to maml, fomaml, anil and pretrain learners: leave it out"
+        )
+    return learner
 
 
 def _check_views(learner, views: int, checkpoint, *, image_shape, n_images: int, device):
@@ -67,11 +88,15 @@ def test_checkpoint(
     progress: bool,
     world: World = SINGLE,
     test_views: int = 1,
+    test_bn: str | None = None,
 ) -> dict:
     """Accuracy ± 95% CI of a checkpoint's learner on fixed, seeded episodes of ``test``, the
     test split of ``dataset`` (shared by ``world``'s processes), with ``test_views`` views of
-    every image (:func:`~fslearn.with_test_views`; 1: the image alone)."""
-    learner = load_learner(checkpoint, n_way=n_way, image_shape=test.image_shape, device=device)
+    every image (:func:`~fslearn.with_test_views`; 1: the image alone) and its test-time
+    batch norm set to ``test_bn`` (None: the learner's own)."""
+    learner = _learner(
+        checkpoint, test_bn, n_way=n_way, image_shape=test.image_shape, device=device
+    )
     learner = _with_views(
         learner,
         test_views,
@@ -115,11 +140,12 @@ def _views_field(test_views: int) -> dict:
 
 def describe(result: dict) -> str:
     views = f", {result['test_views']} views per image" if "test_views" in result else ""
+    bn = f" (batch norm: {result['test_bn']})" if result.get("test_bn") else ""
     return (
         f"{result['dataset']} test, {result['n_way']}-way {result['n_shot']}-shot, "
         f"{result['episodes']} episodes "
         f"of {result['n_query']} queries per class{views}: {100 * result['accuracy']:.2f} ± "
-        f"{100 * result['ci95']:.2f}%"
+        f"{100 * result['ci95']:.2f}%{bn}"
     )
 
 
@@ -177,6 +203,7 @@ def evaluate_command(args) -> int:
         device=device,
         progress=progress,
         test_views=args.test_views,
+        test_bn=args.test_bn,
     )
     print(json.dumps(result, indent=2) if args.json else describe(result))
     return 0
@@ -184,8 +211,8 @@ def evaluate_command(args) -> int:
 
 def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress: bool) -> int:
     """``fslearn eval --within-alphabet``: every episode's classes from one alphabet."""
-    learner = load_learner(
-        args.checkpoint, n_way=args.n_way, image_shape=test.image_shape, device=device
+    learner = _learner(
+        args.checkpoint, args.test_bn, n_way=args.n_way, image_shape=test.image_shape, device=device
     )
     learner = _with_views(
         learner,
