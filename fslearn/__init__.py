@@ -62,7 +62,7 @@ from .sampling.episodes import Episode, EpisodeSampler, EpisodeSet
 from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler
 from .training.batches import History, fit, iterations_per_epoch
-from .training.checkpoint import Checkpoint, read_checkpoint
+from .training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
 from .training.gradient_recipes import train_maml, train_pretrained
 from .training.memory import activation_bytes
 from .training.metric_recipes import train_protonet, train_siamese, train_triplet
@@ -144,6 +144,7 @@ __all__ = [
     "separation",
     "random_affine",
     "read_checkpoint",
+    "DamagedCheckpointError",
     "seeded",
     "setup_chapter",
     "show_images",

@@ -142,7 +142,7 @@ def cache_dir() -> Path:
 
     It need not be writable: a folder that already holds every cache a run needs (a
     shared cache on a cluster, mounted read-only) is only read. Writing a cache that is
-    not there yet checks first (:func:`check_cache_writable`).
+    not there yet checks first (``check_cache_writable``).
 
     Raises:
         OSError: the folder does not exist and cannot be created; the message names it,
@@ -245,7 +245,7 @@ def cached(path: Path, build, *, keys, check=None, enabled: bool = True) -> dict
     A missing file, or one that is unreadable or not what ``build`` makes (a damaged
     cache is ours to rebuild, not the user's problem: a warning says so), is built again
     and written atomically; a folder that refuses the new file is an OSError before the
-    build (:func:`check_cache_writable`), so a read-only cache folder serves what it holds.
+    build (``check_cache_writable``), so a read-only cache folder serves what it holds.
     The file is read with ``weights_only=True``, so a cache never runs code. A cache that
     cannot be written after all (a full disk) is skipped with a warning: the data was built,
     and is returned.

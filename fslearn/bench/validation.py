@@ -46,7 +46,7 @@ def write_validation(path, record: dict) -> None:
     """Write the validation ``record`` to ``path`` as JSON, atomically.
 
     Raises:
-        ValueError: some step of the record did not run (:func:`steps_not_run`); nothing
+        ValueError: some step of the record did not run (``steps_not_run``); nothing
             is written, so an earlier record at ``path`` stays.
     """
     missing = steps_not_run(record)

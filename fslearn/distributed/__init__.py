@@ -19,16 +19,19 @@ Processes are started by ``torchrun``, which sets ``RANK``, ``WORLD_SIZE`` and
 GPUs, gloo on the CPU). A single process needs none of this: :data:`SINGLE`.
 """
 
+from . import world as _world
 from .join import world_from_env
 from .world import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
-    SINGLE,
     TIMEOUT_RANGE,
     ProcessGroupError,
     World,
     check_timeout,
 )
+
+#: A single process, in which a share is everything and an average the value itself.
+SINGLE = _world.SINGLE
 
 __all__ = [
     "DEFAULT_TIMEOUT",

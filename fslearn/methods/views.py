@@ -107,7 +107,7 @@ class AveragedViews(nn.Module):
     way scores the same episodes the same).
 
     Before it embeds a batch of a shape it has not seen, it checks that the device has the
-    memory all the views of that batch take at once (:func:`check_views_memory`), so that a
+    memory all the views of that batch take at once (``check_views_memory``), so that a
     number of views too large is a ValueError naming the largest that fits, not an
     out-of-memory error in the middle of an evaluation.
     """
@@ -151,7 +151,7 @@ def with_test_views(
     with 8 views at strength 1, the distortions it trains with.
 
     Raises:
-        TypeError: ``learner`` is not one of :data:`AVERAGEABLE` (a prototypical network, a
+        TypeError: ``learner`` is not one of ``AVERAGEABLE`` (a prototypical network, a
             nearest-prototype learner, or a triplet embedding's nearest-neighbour learner).
         ValueError: ``views`` is not a positive integer, or ``strength`` not from 0 to 2.5.
     """

@@ -30,7 +30,7 @@ STRENGTH_RANGE = (
 
 def check_strength(value, name: str = "strength") -> float:
     """``value`` as a float if it is a strength :func:`random_affine` takes (0 to
-    :data:`MAX_STRENGTH`), else a ValueError naming ``name`` and the value.
+    ``MAX_STRENGTH``), else a ValueError naming ``name`` and the value.
 
     Every place the knob enters calls it (``random_affine``, ``EpisodeSampler(augment=)``,
     :class:`~fslearn.AveragedViews`, ``fslearn train --augment``), so that NaN, infinity and
@@ -61,7 +61,7 @@ def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) 
         strength: scales the ranges: at 1, rotations up to ±15°, shears up to ±0.3, scales
             1 ± 0.15 and shifts up to ±10% of the half-width (``AFFINE_RANGES``), each
             amount uniform in its range × ``strength``. 0 returns ``x`` itself; at most
-            :data:`MAX_STRENGTH` (2.5).
+            ``MAX_STRENGTH`` (2.5).
         generator: the source of the amounts (a sampler's, so that a resumed run draws the
             same distortions).
 
@@ -69,7 +69,7 @@ def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) 
         The warped images, shape of ``x``; what comes from outside the image is background.
 
     Raises:
-        ValueError: ``strength`` is not a number from 0 to :data:`MAX_STRENGTH` (NaN and
+        ValueError: ``strength`` is not a number from 0 to ``MAX_STRENGTH`` (NaN and
             infinity included).
     """
     strength = check_strength(strength)
