@@ -46,11 +46,7 @@ def check_task(
             f"support_y must hold one label per support item, shape {_shape(support_x)[:lead]}; "
             f"got {_shape(support_y)} for support_x of shape {_shape(support_x)}"
         )
-    if support_y.dtype == torch.bool or support_y.is_floating_point() or support_y.is_complex():
-        raise ValueError(
-            f"support_y must hold integer class labels 0 … n_way − 1; got dtype {support_y.dtype}"
-            " (convert with support_y.long())"
-        )
+    _check_integer("support_y", support_y, "class labels 0 … n_way − 1")
     if support_y.shape[-1] == 0:
         raise ValueError(f"the support set is empty: support_x has shape {_shape(support_x)}")
     item = _shape(support_x)[lead:]
@@ -75,6 +71,14 @@ def check_task(
             "classes 0, 1, … in order, as fsl.EpisodeSampler does"
         )
     return high + 1
+
+
+def _check_integer(name: str, labels: torch.Tensor, what: str = "class labels") -> None:
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(
+            f"{name} must hold integer {what}; got dtype {labels.dtype} (convert with "
+            f"{name}.long())"
+        )
 
 
 def check_task_batch(
@@ -110,10 +114,6 @@ def check_task_batch(
                 f"{name}_y must hold one label per {name} item, shape (T, n_{name}) = "
                 f"{_shape(x)[:2]}; got {shapes}"
             )
-        if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-            raise ValueError(
-                f"{name}_y must hold integer class labels; got dtype {y.dtype} "
-                f"(convert with {name}_y.long())"
-            )
+        _check_integer(f"{name}_y", y)
     if _shape(query_x)[2:] != _shape(support_x)[2:]:
         raise ValueError(f"query items must have the shape of the support items; got {shapes}")
