@@ -47,6 +47,13 @@ from .methods.triplet import mine_triplets, triplet_batch_loss, triplet_loss
 from .methods.views import AveragedViews, with_test_views
 from .models.classifier import Classifier
 from .models.conv4 import Conv4, conv_block
+from .models.registry import (
+    UnknownBackboneError,
+    backbone_names,
+    build_backbone,
+    register_backbone,
+)
+from .models.resnet12 import ResNet12
 from .models.task_batch_norm import TaskBatchNorm2d
 from .plot import (
     image_grid,
@@ -59,8 +66,10 @@ from .plot import (
 )
 from .sampling.augment import random_affine
 from .sampling.episodes import Episode, EpisodeSampler, EpisodeSet
+from .sampling.normalize import Normalize, channel_stats
 from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler
+from .sampling.transforms import Augment, color_jitter, random_flip, random_resized_crop
 from .training.batches import History, fit, iterations_per_epoch
 from .training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
 from .training.gradient_recipes import train_maml, train_pretrained
@@ -73,6 +82,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Accuracy",
+    "Augment",
     "AveragedViews",
     "BaselinePP",
     "Checkpoint",
@@ -91,22 +101,29 @@ __all__ = [
     "History",
     "MAML",
     "MINIIMAGENET_SPLIT_SIZES",
+    "Normalize",
     "NearestNeighbourLearner",
     "NearestPrototype",
     "OneShotRun",
     "PKSampler",
     "PairSampler",
     "ProtoNet",
+    "ResNet12",
     "SiameseNet",
     "SimpleShot",
     "StepHistory",
     "TaskBatchNorm2d",
+    "UnknownBackboneError",
     "activation_bytes",
     "atomic_path",
+    "backbone_names",
+    "build_backbone",
     "build_learner",
     "cache_dir",
     "check_batch_norm",
+    "channel_stats",
     "class_prototypes",
+    "color_jitter",
     "confidence_interval",
     "contrastive_loss",
     "conv_block",
@@ -143,6 +160,9 @@ __all__ = [
     "project_2d",
     "separation",
     "random_affine",
+    "register_backbone",
+    "random_flip",
+    "random_resized_crop",
     "read_checkpoint",
     "DamagedCheckpointError",
     "seeded",
