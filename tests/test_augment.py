@@ -73,16 +73,16 @@ def test_an_augmenting_sampler_resumes_and_leaves_the_plain_stream_alone():
     dataset = labelled_dataset(n_classes=12, size=16)
     plain = fsl.EpisodeSampler(dataset, 3, 1, 2, seed=4)
     augmenting = fsl.EpisodeSampler(dataset, 3, 1, 2, seed=4, augment=0.5)
-    first = augmenting.sample(2)
-    assert torch.equal(first.classes, plain.sample(2).classes)  # the same draw, then warped
+    first = augmenting.sample_tasks(2)
+    assert torch.equal(first.classes, plain.sample_tasks(2).classes)  # the same draw, then warped
     assert not torch.equal(
-        first.support_x, fsl.EpisodeSampler(dataset, 3, 1, 2, seed=4).sample(2).support_x
+        first.support_x, fsl.EpisodeSampler(dataset, 3, 1, 2, seed=4).sample_tasks(2).support_x
     )
     state = augmenting.state_dict()
-    again = augmenting.sample(2)
+    again = augmenting.sample_tasks(2)
     resumed = fsl.EpisodeSampler(dataset, 3, 1, 2, seed=0, augment=0.5)
     resumed.load_state_dict(state)
-    assert torch.equal(resumed.sample(2).query_x, again.query_x)
+    assert torch.equal(resumed.sample_tasks(2).query_x, again.query_x)
     with pytest.raises(ValueError, match="augment must be a number from 0 to 2.5"):
         fsl.EpisodeSampler(dataset, 3, 1, 2, augment=-0.1)
 

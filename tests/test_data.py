@@ -54,7 +54,7 @@ def test_to_device(device):
         (
             torch.zeros(2, 3, 2, 2, dtype=torch.uint8),
             ["a", "b"],
-            r"\(n_classes, n_per_class, C, H, W\); got \(2, 3, 2, 2\)",
+            r"\(n_images, C, H, W\) with counts= per class; got \(2, 3, 2, 2\)",
         ),
         (torch.zeros(2, 3, 1, 2, 2, dtype=torch.uint8), ["a"], "2 classes but 1 class names"),
     ],

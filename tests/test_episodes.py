@@ -37,7 +37,7 @@ def test_sampler_invariants(seed, n_way, n_shot, n_query, device):
 def test_sampler_batches_tasks_and_covers_classes_and_orders(device):
     dataset = labelled_dataset(device=device)
     sampler = EpisodeSampler(dataset, 5, 1, 3, seed=0)
-    batch = sampler.sample(n_tasks=200)
+    batch = sampler.sample_tasks(200)
     assert batch.support_x.shape == (200, 5, 1, 6, 6) and batch.query_y.shape == (200, 15)
     assert batch.classes.shape == (200, 5)
     counts = torch.bincount(batch.classes.flatten().cpu(), minlength=12)
@@ -55,20 +55,20 @@ def test_sampler_is_deterministic_by_seed(device):
     a = EpisodeSampler(dataset, 5, 2, 3, seed=7)
     b = EpisodeSampler(dataset, 5, 2, 3, seed=7)
     c = EpisodeSampler(dataset, 5, 2, 3, seed=8)
-    ea, eb, ec = a.sample(4), b.sample(4), c.sample(4)
+    ea, eb, ec = a.sample_tasks(4), b.sample_tasks(4), c.sample_tasks(4)
     assert torch.equal(ea.support_x, eb.support_x) and torch.equal(ea.classes, eb.classes)
     assert not torch.equal(ea.classes, ec.classes)
     state = a.state_dict()
-    next_a = a.sample(3)
+    next_a = a.sample_tasks(3)
     a.load_state_dict(state)
-    assert torch.equal(a.sample(3).query_x, next_a.query_x)
+    assert torch.equal(a.sample_tasks(3).query_x, next_a.query_x)
 
 
 def test_rotation_is_per_class_per_task(device):
     images = torch.zeros(6, 4, 1, 5, 5, dtype=torch.uint8)
     images[..., 0, 0] = 255  # a mark in the top-left corner shows the rotation
     dataset = fsl.FewShotDataset(images, [f"c{i}" for i in range(6)], ["a"] * 6).to(device)
-    batch = EpisodeSampler(dataset, 3, 1, 3, seed=0, rotate=True).sample(n_tasks=100)
+    batch = EpisodeSampler(dataset, 3, 1, 3, seed=0, rotate=True).sample_tasks(100)
     x = torch.cat(
         [batch.support_x.view(100, 3, 1, 1, 5, 5), batch.query_x.view(100, 3, 3, 1, 5, 5)], dim=2
     )
@@ -113,9 +113,9 @@ def test_bad_episode_shapes_name_the_numbers(args, message):
 
 def test_bad_task_count():
     with pytest.raises(
-        ValueError, match=r"n_tasks must be a positive integer \(or None for one episode\); got 0"
+        ValueError, match=r"n_tasks must be a positive integer; got 0"
     ):
-        EpisodeSampler(labelled_dataset(), 2, 1, 1).sample(0)
+        EpisodeSampler(labelled_dataset(), 2, 1, 1).sample_tasks(0)
 
 
 def test_episode_set_is_fixed_and_device_independent(device):

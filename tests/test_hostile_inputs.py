@@ -54,7 +54,7 @@ def test_every_learner_names_what_is_wrong_with_a_task(name, case):
 
 def test_a_batch_of_tasks_must_agree_on_its_task_count():
     maml = _learners()["MAML"]
-    tasks = fsl.EpisodeSampler(pattern_dataset(), 3, 1, 2, seed=0).sample(n_tasks=4)
+    tasks = fsl.EpisodeSampler(pattern_dataset(), 3, 1, 2, seed=0).sample_tasks(4)
     with pytest.raises(ValueError, match="support_x holds 4 tasks but query_x 3"):
         maml(tasks.support_x, tasks.support_y, tasks.query_x[:3])
 
@@ -118,7 +118,7 @@ def test_numpy_integers_count_as_integers_and_are_stored_as_ints():
     sampler = fsl.EpisodeSampler(labelled_dataset(), np.int64(3), np.int32(1), np.int64(2))
     assert (sampler.n_way, sampler.n_shot, sampler.n_query) == (3, 1, 2)
     assert all(type(v) is int for v in (sampler.n_way, sampler.n_shot, sampler.n_query))
-    assert sampler.sample(np.int64(4)).support_x.shape == (4, 3, 1, 6, 6)
+    assert sampler.sample_tasks(np.int64(4)).support_x.shape == (4, 3, 1, 6, 6)
     episodes = fsl.EpisodeSet(labelled_dataset(), np.int64(3), 1, 2, n_episodes=np.int64(5))
     assert len(episodes) == 5
     model = nn.Linear(2, 1)

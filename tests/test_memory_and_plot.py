@@ -108,4 +108,4 @@ def test_plot_episode_shows_each_support_and_query_image_in_its_class_row(channe
 
 def test_plot_episode_refuses_a_batch_of_tasks():
     with pytest.raises(ValueError, match="holds 4 tasks"):
-        fsl.plot_episode(_sampler().sample(4))
+        fsl.plot_episode(_sampler().sample_tasks(4))

@@ -93,7 +93,7 @@ def _meta_iteration(implementation: str, spec: dict, dataset: FewShotDataset, me
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_backward(sampler.sample(meta_batch))
+        loss_backward(sampler.sample_tasks(meta_batch))
         optimizer.step()
 
     return step

@@ -44,8 +44,8 @@ def sampler_speed(
     rows, bar = [], progress_bar(len(SHAPES), "sampler speed", progress)
     for n_way, n_shot, n_query in SHAPES:
         sampler = EpisodeSampler(on_device, n_way, n_shot, n_query, seed=0)
-        sampler.sample(n_tasks)  # warm-up: allocations, kernel launches
-        ours = seconds_per_call(lambda sampler=sampler: sampler.sample(n_tasks), device, repeats)
+        sampler.sample_tasks(n_tasks)  # warm-up: allocations, kernel launches
+        ours = seconds_per_call(lambda sampler=sampler: sampler.sample_tasks(n_tasks), device, repeats)
         batches = dataloader_episodes(dataset, n_way, n_shot, n_query, seed=0)
         next(batches)
 

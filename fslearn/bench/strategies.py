@@ -114,7 +114,7 @@ def _meta_iteration(implementation: str, dataset, meta_batch: int, steps: int, f
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_backward(sampler.sample(meta_batch))
+        loss_backward(sampler.sample_tasks(meta_batch))
         optimizer.step()
 
     return step

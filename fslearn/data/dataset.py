@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 
 import torch
 
@@ -55,70 +54,216 @@ class _ClassIndexError(ValueError, IndexError):
     """A class index outside the dataset: a bad argument, and an index out of range."""
 
 
-@dataclass
-class FewShotDataset:
-    """A set of classes with the same number of images each.
+def _counts_tensor(counts, n_images: int) -> torch.Tensor:
+    """``counts`` as a 1-D int64 CPU tensor of positive counts that add up to ``n_images``."""
+    as_tensor = torch.as_tensor(counts)
+    if as_tensor.dim() != 1 or (len(as_tensor) and not _integral(as_tensor.dtype)):
+        raise ValueError(
+            f"counts must be a 1-D list of integers, one per class; got shape "
+            f"{tuple(as_tensor.shape)} of {as_tensor.dtype}"
+        )
+    as_tensor = as_tensor.long().cpu()
+    empty = torch.nonzero(as_tensor <= 0).flatten()
+    if len(empty):
+        raise ValueError(
+            f"every class needs at least one image; classes {empty[:5].tolist()} have counts "
+            f"{as_tensor[empty[:5]].tolist()}"
+        )
+    if int(as_tensor.sum()) != n_images:
+        raise ValueError(
+            f"counts add up to {int(as_tensor.sum())} images but images holds {n_images}; "
+            "give one count per class, in the order of the classes in images"
+        )
+    return as_tensor
 
-    Attributes:
-        images: uint8 tensor of shape ``(n_classes, n_per_class, C, H, W)``; for
-            character sets the ink is the foreground (255) on a 0 background.
+
+class FewShotDataset:
+    """A set of classes of images, the same number in each or not.
+
+    Two forms, one class:
+
+    - equal sizes: ``images`` of shape ``(n_classes, n_per_class, C, H, W)``;
+    - any sizes: ``images`` of shape ``(n_images, C, H, W)``, class-major (class 0's
+      images first), with ``counts`` giving each class's number of images.
+
+    Either way the images are held as one flat uint8 tensor, :attr:`flat_images`, with
+    each class's :attr:`offsets` and :attr:`counts`; the samplers draw from each class's
+    own count on the dataset's device. The flat tensor may be a memory-mapped file
+    (:func:`~fslearn.load_folder` maps a cache larger than memory allows): samplers then
+    read only the images each episode needs.
+
+    Args:
+        images: uint8 images; for character sets the ink is the foreground (255) on a
+            0 background.
         class_names: one name per class, e.g. ``"Vorani/character07"``.
-        groups: the group each class belongs to (the alphabet, for characters).
+        groups: the group each class belongs to (the alphabet, for characters); the
+            within-group test draws its tasks inside one group.
         name: a short label for printing.
+        counts: the images of each class, for the flat form (``None``: equal sizes).
+
+    Raises:
+        ValueError: a shape, count or name list that does not match (the numbers named).
     """
 
-    images: torch.Tensor
-    class_names: list[str]
-    groups: list[str]
-    name: str = "dataset"
-
-    def __post_init__(self):
-        if not isinstance(self.images, torch.Tensor):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        class_names: list[str],
+        groups: list[str],
+        name: str = "dataset",
+        *,
+        counts=None,
+    ):
+        self.name = name
+        if not isinstance(images, torch.Tensor):
             raise TypeError(
-                f"images must be a torch.Tensor of shape (n_classes, n_per_class, C, H, W); got "
-                f"a {type(self.images).__name__} (torch.from_numpy converts a numpy array)"
+                f"images must be a torch.Tensor of shape (n_classes, n_per_class, C, H, W) or, "
+                f"with counts=, (n_images, C, H, W); got a {type(images).__name__} "
+                "(torch.from_numpy converts a numpy array)"
             )
-        if self.images.dim() != 5:
+        if counts is None:
+            if images.dim() != 5:
+                raise ValueError(
+                    "images must have shape (n_classes, n_per_class, C, H, W), or "
+                    f"(n_images, C, H, W) with counts= per class; got {tuple(images.shape)}"
+                )
+            n_classes, n_per_class = images.shape[:2]
+            if n_classes == 0 or n_per_class == 0:
+                raise ValueError(
+                    f"{name} is empty: {n_classes} classes × {n_per_class} images per class"
+                )
+            flat = images.flatten(0, 1)
+            counts = torch.full((n_classes,), n_per_class, dtype=torch.long)
+        else:
+            if images.dim() != 4:
+                raise ValueError(
+                    "with counts=, images must have shape (n_images, C, H, W), class-major; "
+                    f"got {tuple(images.shape)}"
+                )
+            flat = images
+            counts = _counts_tensor(counts, len(images))
+            if len(counts) == 0:
+                raise ValueError(f"{name} is empty: no classes")
+        n_classes = len(counts)
+        if len(class_names) != n_classes or len(groups) != n_classes:
             raise ValueError(
-                "images must have shape (n_classes, n_per_class, C, H, W); "
-                f"got {tuple(self.images.shape)}"
+                f"{n_classes} classes but {len(class_names)} class names and {len(groups)} groups"
             )
-        n_classes, n_per_class = self.images.shape[:2]
-        if n_classes == 0 or n_per_class == 0:
+        self.flat_images = flat
+        self.class_names = list(class_names)
+        self.groups = list(groups)
+        self.count_list = counts.tolist()
+        self.min_per_class, self.max_per_class = min(self.count_list), max(self.count_list)
+        self.counts = counts.to(flat.device)
+        self.offsets = (torch.cumsum(counts, 0) - counts).to(flat.device)
+
+    @classmethod
+    def from_classes(
+        cls, class_images, class_names: list[str], groups: list[str], name: str = "dataset"
+    ) -> FewShotDataset:
+        """A dataset from one uint8 tensor per class, each ``(n_i, C, H, W)`` (sizes may
+        differ; ``C, H, W`` may not)."""
+        class_images = list(class_images)
+        shapes = {tuple(x.shape[1:]) for x in class_images if x.dim() == 4}
+        bad = [i for i, x in enumerate(class_images) if x.dim() != 4 or len(x) == 0]
+        if bad or len(shapes) > 1:
+            where = (
+                bad[0]
+                if bad
+                else next(
+                    i
+                    for i, x in enumerate(class_images)
+                    if tuple(x.shape[1:]) != tuple(class_images[0].shape[1:])
+                )
+            )
+            shown = class_names[where] if where < len(class_names) else where
             raise ValueError(
-                f"{self.name} is empty: {n_classes} classes × {n_per_class} images per class"
+                f"class {shown!r} has images of shape {tuple(class_images[where].shape)}; every "
+                f"class needs a tensor (n_i ≥ 1, C, H, W) with the C, H, W of the others"
             )
-        if len(self.class_names) != n_classes or len(self.groups) != n_classes:
-            raise ValueError(
-                f"{n_classes} classes but {len(self.class_names)} class names and "
-                f"{len(self.groups)} groups"
-            )
+        if not class_images:
+            raise ValueError(f"{name} is empty: no classes")
+        return cls(
+            torch.cat(class_images),
+            class_names,
+            groups,
+            name,
+            counts=[len(x) for x in class_images],
+        )
 
     @property
     def n_classes(self) -> int:
-        return self.images.shape[0]
+        return len(self.count_list)
+
+    @property
+    def is_ragged(self) -> bool:
+        """True where the classes have different numbers of images."""
+        return self.min_per_class != self.max_per_class
+
+    def _smallest(self) -> str:
+        smallest = self.count_list.index(self.min_per_class)
+        return f"{self.class_names[smallest]!r} has {self.min_per_class}"
 
     @property
     def n_per_class(self) -> int:
-        return self.images.shape[1]
+        """The images of every class, for a set of equal classes.
+
+        Raises:
+            ValueError: the classes have different sizes (then use :attr:`counts`).
+        """
+        if self.is_ragged:
+            raise ValueError(
+                f"{self.name}'s classes have {self.min_per_class} to {self.max_per_class} images "
+                f"(class {self._smallest()}): there is no one n_per_class; use .counts, "
+                ".min_per_class or .class_images(i)"
+            )
+        return self.min_per_class
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The images as ``(n_classes, n_per_class, C, H, W)``, for a set of equal classes.
+
+        Raises:
+            ValueError: the classes have different sizes (then use :attr:`flat_images`,
+                :meth:`class_images`).
+        """
+        if self.is_ragged:
+            raise ValueError(
+                f"{self.name}'s classes have {self.min_per_class} to {self.max_per_class} "
+                "images, which no (n_classes, n_per_class, C, H, W) tensor holds; use "
+                ".flat_images with .offsets and .counts, or .class_images(i)"
+            )
+        return self.flat_images.view(self.n_classes, self.min_per_class, *self.image_shape)
+
+    def class_images(self, index: int) -> torch.Tensor:
+        """The images of class ``index``: shape ``(counts[index], C, H, W)``."""
+        self._check_indices(torch.as_tensor([index]))
+        index = int(index) % self.n_classes
+        start = sum(self.count_list[:index])
+        return self.flat_images[start : start + self.count_list[index]]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
-        return tuple(self.images.shape[2:])
+        return tuple(self.flat_images.shape[1:])
 
     @property
     def device(self) -> torch.device:
-        return self.images.device
+        return self.flat_images.device
 
     def __len__(self) -> int:
-        return self.n_classes * self.n_per_class
+        return len(self.flat_images)
 
     def __repr__(self) -> str:
         alphabets = len(dict.fromkeys(self.groups))
+        sizes = (
+            f"{self.min_per_class} to {self.max_per_class} images each"
+            if self.is_ragged
+            else f"{self.min_per_class} images each"
+        )
         return (
             f"FewShotDataset({self.name!r}: {self.n_classes} classes in {alphabets} groups, "
-            f"{self.n_per_class} images each, image shape {self.image_shape}, on {self.device})"
+            f"{sizes}, image shape {self.image_shape}, on {self.device})"
         )
 
     def to(self, device) -> FewShotDataset:
@@ -128,7 +273,7 @@ class FewShotDataset:
             ValueError: ``device`` is no device name, or not one this machine has.
         """
         try:
-            images = self.images.to(device)
+            flat = self.flat_images.to(device)
         except torch.cuda.OutOfMemoryError:  # a real device, too small: not a bad name
             raise
         # torch says "Expected one of cpu, cuda, …" (RuntimeError) for a misspelt name and
@@ -142,7 +287,25 @@ class FewShotDataset:
             raise ValueError(
                 f"cannot put {self.name} on device {device!r} ({reason}); this machine has {here}"
             ) from error
-        return FewShotDataset(images, self.class_names, self.groups, self.name)
+        return FewShotDataset(
+            flat, self.class_names, self.groups, self.name, counts=self.count_list
+        )
+
+    def _check_indices(self, index: torch.Tensor) -> torch.Tensor:
+        if index.dim() > 1:
+            raise ValueError(f"class indices must be a list or 1-D; got shape {tuple(index.shape)}")
+        index = index.reshape(-1)
+        if len(index) and (index.dtype == torch.bool or not _integral(index.dtype)):
+            shown = f"{index[:5].tolist()}{'…' if len(index) > 5 else ''}"
+            raise ValueError(f"class indices must be integers; got {shown} ({index.dtype})")
+        index = index.long().cpu()
+        outside = index[(index < -self.n_classes) | (index >= self.n_classes)]
+        if len(outside):
+            raise _ClassIndexError(
+                f"class indices {outside[:5].tolist()} are outside {self.name}'s "
+                f"{self.n_classes} classes (0 to {self.n_classes - 1})"
+            )
+        return index % self.n_classes
 
     def select(self, classes, name: str | None = None) -> FewShotDataset:
         """The classes at indices ``classes`` (a list or 1-D tensor), in that order.
@@ -151,26 +314,18 @@ class FewShotDataset:
             ValueError: an index is not an integer (``1.5`` is not rounded) or is out of
                 range; the error is also an IndexError.
         """
-        index = torch.as_tensor(classes)
-        if index.dim() > 1:
-            raise ValueError(f"class indices must be a list or 1-D; got shape {tuple(index.shape)}")
-        index = index.reshape(-1)
-        if len(index) and (index.dtype == torch.bool or not _integral(index.dtype)):
-            shown = f"{index[:5].tolist()}{'…' if len(index) > 5 else ''}"
-            raise ValueError(f"class indices must be integers; got {shown} ({index.dtype})")
-        index = index.long()
-        outside = index[(index < -self.n_classes) | (index >= self.n_classes)]
-        if len(outside):
-            raise _ClassIndexError(
-                f"class indices {outside[:5].tolist()} are outside {self.name}'s "
-                f"{self.n_classes} classes (0 to {self.n_classes - 1})"
-            )
-        kept = index.tolist()
+        kept = self._check_indices(torch.as_tensor(classes)).tolist()
+        if not kept:
+            raise ValueError(f"no classes selected from {self.name}: give at least one index")
+        counts = [self.count_list[i] for i in kept]
+        starts = self.offsets.cpu().tolist()
+        rows = torch.cat([torch.arange(starts[i], starts[i] + self.count_list[i]) for i in kept])
         return FewShotDataset(
-            self.images[index.to(self.device)],
+            self.flat_images[rows.to(self.device)],
             [self.class_names[i] for i in kept],
             [self.groups[i] for i in kept],
             name or self.name,
+            counts=counts,
         )
 
     def select_groups(self, groups, name: str | None = None) -> FewShotDataset:
@@ -187,12 +342,11 @@ class FewShotDataset:
         """All images as one classification dataset.
 
         Returns:
-            ``(x, y)``: images of shape ``(n_classes * n_per_class, C, H, W)``
-            (float in ``[0, 1]`` unless ``float_images=False``) and class labels
-            of shape ``(n_classes * n_per_class,)``.
+            ``(x, y)``: images of shape ``(n_images, C, H, W)`` (float in ``[0, 1]``
+            unless ``float_images=False``) and class labels of shape ``(n_images,)``.
         """
-        x = self.images.flatten(0, 1)
-        y = torch.arange(self.n_classes, device=self.device).repeat_interleave(self.n_per_class)
+        x = self.flat_images
+        y = torch.arange(self.n_classes, device=self.device).repeat_interleave(self.counts)
         return (to_float(x) if float_images else x), y
 
 
@@ -246,13 +400,15 @@ def with_rotations(dataset: FewShotDataset, angles=(0, 90, 180, 270)) -> FewShot
             "quarter turns need square images; crop or resize them to a square first, or "
             "rotate by angles=(0, 180) alone"
         )
-    images = torch.cat([torch.rot90(dataset.images, int(a) // 90, dims=(-2, -1)) for a in angles])
+    flat = dataset.flat_images
+    images = torch.cat([torch.rot90(flat, int(a) // 90, dims=(-2, -1)) for a in angles])
     names = [f"{name}@rot{a}" for a in angles for name in dataset.class_names]
     return FewShotDataset(
         images,
         names,
         list(dataset.groups) * len(angles),
         f"{dataset.name} ×{len(angles)} rotations",
+        counts=dataset.count_list * len(angles),
     )
 
 
@@ -269,8 +425,9 @@ def with_reflections(dataset: FewShotDataset) -> FewShotDataset:
     """
     _made_already(dataset, "@mirror", "with_reflections")
     return FewShotDataset(
-        torch.cat([dataset.images, dataset.images.flip(-1)]),
+        torch.cat([dataset.flat_images, dataset.flat_images.flip(-1)]),
         list(dataset.class_names) + [f"{name}@mirror" for name in dataset.class_names],
         list(dataset.groups) * 2,
         f"{dataset.name} and its mirror image",
+        counts=dataset.count_list * 2,
     )

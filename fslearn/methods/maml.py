@@ -184,7 +184,7 @@ class MAML(GradientLearner):
             raise ValueError(
                 "meta_loss takes a batch of tasks: support_x of shape "
                 f"(T, n_way * n_shot, C, H, W); got {tuple(support_x.shape)}. "
-                "Sample with sampler.sample(n_tasks=T)"
+                "Sample with sampler.sample_tasks(T)"
             )
         check_task_batch(support_x, support_y, query_x, query_y)  # shapes only: no host sync
         if step_weights is not None and tuple(step_weights.shape) != (steps,):

@@ -10,6 +10,8 @@ episodes on which different methods can be compared.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -17,7 +19,7 @@ import torch
 from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .augment import check_strength, random_affine
-from .subsets import random_subsets
+from .subsets import random_rows, random_subsets
 
 
 @dataclass
@@ -65,7 +67,7 @@ def check_episode_shape(
     dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int
 ) -> tuple[int, int, int]:
     """``(n_way, n_shot, n_query)`` as ints, or a ValueError naming the numbers when ``dataset``
-    cannot give such episodes."""
+    cannot give such episodes: every class needs ``n_shot + n_query`` images."""
     n_way = check_positive_int("n_way", n_way)
     n_shot = check_positive_int("n_shot", n_shot)
     n_query = check_positive_int("n_query", n_query)
@@ -74,13 +76,36 @@ def check_episode_shape(
             f"n_way={n_way} but {dataset.name} has only {dataset.n_classes} classes; "
             f"use n_way ≤ {dataset.n_classes}"
         )
-    if n_shot + n_query > dataset.n_per_class:
-        raise ValueError(
-            f"n_shot + n_query = {n_shot} + {n_query} = {n_shot + n_query} images per class, but "
-            f"{dataset.name} has only {dataset.n_per_class} per class; "
-            f"use n_shot + n_query ≤ {dataset.n_per_class}"
-        )
+    needed = n_shot + n_query
+    check_class_sizes(
+        dataset,
+        needed,
+        f"n_shot + n_query = {n_shot} + {n_query} = {needed} images per class",
+        f"use n_shot + n_query ≤ {dataset.min_per_class}",
+    )
     return n_way, n_shot, n_query
+
+
+def check_class_sizes(dataset: FewShotDataset, needed: int, need: str, fix: str) -> None:
+    """A ValueError naming the classes of ``dataset`` with fewer than ``needed`` images.
+
+    ``need`` says what asks for them (``"n_shot + n_query = 1 + 15 = 16 images per
+    class"``), ``fix`` what to do (``"use n_shot + n_query ≤ 10"``).
+    """
+    if dataset.min_per_class >= needed:
+        return
+    if not dataset.is_ragged:
+        raise ValueError(
+            f"{need}, but {dataset.name} has only {dataset.min_per_class} per class; {fix}"
+        )
+    sizes = zip(dataset.class_names, dataset.count_list, strict=True)
+    short = [(name, count) for name, count in sizes if count < needed]
+    shown = ", ".join(f"{name!r} ({count})" for name, count in short[:3])
+    more = f" and {len(short) - 3} more" if len(short) > 3 else ""
+    raise ValueError(
+        f"{need}, but {len(short)} of {dataset.name}'s classes have fewer: {shown}{more}; "
+        f"{fix}, or leave those classes out (dataset.select)"
+    )
 
 
 def _rotate_per_class(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
@@ -93,15 +118,25 @@ def _rotate_per_class(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Ten
     return out
 
 
-def _assemble(images, classes, instances, n_shot, quarter_turns=None) -> Episode:
-    """Gather an episode batch from class indices ``(T, n_way)`` and instance indices
-    ``(T, n_way, K+Q)``."""
+def _assemble(dataset, classes, rows, n_shot, quarter_turns=None, device=None) -> Episode:
+    """Gather an episode batch from class indices ``(T, n_way)`` and rows of
+    ``dataset.flat_images`` ``(T, n_way, K+Q)``, both on the dataset's device.
+
+    With ``device`` elsewhere (a set kept on the host, e.g. memory-mapped, for a GPU run)
+    only the episode's uint8 images cross: gathered on the host into pinned memory, then
+    copied without blocking the host.
+    """
     n_tasks, n_way = classes.shape
-    x = images[classes[..., None], instances]  # (T, n_way, K+Q, C, H, W)
+    x = dataset.flat_images[rows]  # (T, n_way, K+Q, C, H, W)
+    if device is not None and torch.device(device) != x.device:
+        if torch.device(device).type == "cuda" and x.device.type == "cpu":
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True)
+        classes = classes.to(device, non_blocking=True)
     if quarter_turns is not None:
-        x = _rotate_per_class(x, quarter_turns)
+        x = _rotate_per_class(x, quarter_turns.to(x.device))
     x = to_float(x)
-    n_query = instances.shape[-1] - n_shot
+    n_query = rows.shape[-1] - n_shot
     labels = torch.arange(n_way, device=x.device)[None, :, None]
     support_y = labels.expand(n_tasks, n_way, n_shot).reshape(n_tasks, -1)
     query_y = labels.expand(n_tasks, n_way, n_query).reshape(n_tasks, -1)
@@ -130,15 +165,53 @@ def _squeeze_task(episode: Episode) -> Episode:
     )
 
 
+def _takes_generator(transform) -> bool:
+    try:
+        return "generator" in inspect.signature(transform).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+
+
+def check_transform(transform):
+    """``transform`` if it is None or callable, else a TypeError naming it."""
+    if transform is not None and not callable(transform):
+        raise TypeError(
+            f"transform must be a callable taking a float batch (B, C, H, W), e.g. "
+            f"fsl.Augment(); got a {type(transform).__name__}"
+        )
+    return transform
+
+
+def apply_transform(transform, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``transform`` applied to images ``x`` of shape ``(..., C, H, W)`` as one batch.
+
+    A transform with a ``generator`` parameter (fslearn's own) draws from the sampler's
+    generator, so a resumed run draws the same; any other callable (a torchvision
+    transform, say) is called as ``transform(x)`` and draws from torch's global generator.
+    """
+    batch = x.reshape(-1, *x.shape[-3:])
+    out = transform(batch, generator=generator) if _takes_generator(transform) else transform(batch)
+    if not isinstance(out, torch.Tensor) or out.shape != batch.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"transform {transform!r} turned a batch of shape {tuple(batch.shape)} into {got}; "
+            "a transform must keep the batch's shape (crop and resize back to H×W)"
+        )
+    return out.reshape(x.shape)
+
+
 class EpisodeSampler:
     """Draws N-way K-shot Q-query episodes from a dataset, on the dataset's device.
+
+    Classes may hold different numbers of images: each class's images are drawn from its
+    own count.
 
     Args:
         dataset: images grouped by class; move it to the GPU first
             (``dataset.to("cuda")``) to sample on the GPU.
         n_way: classes per episode.
         n_shot: support images per class.
-        n_query: query images per class.
+        n_query: query images per class (15, the usual number).
         seed: seeds the sampler's own generator (on the dataset's device), so
             the sequence of episodes is reproducible on that device.
         rotate: rotate each class of each task by a random multiple of 90°
@@ -146,11 +219,18 @@ class EpisodeSampler:
         augment: warp every image by its own small random affine map
             (:func:`~fslearn.random_affine` at this strength, 0 to 2.5; 0: none), new
             drawings of the same characters for a training set with few of them.
+        transform: a callable applied to every image of each episode on the device, as
+            one float batch ``(B, C, H, W)`` in ``[0, 1]`` (e.g. :class:`~fslearn.Augment`
+            for photos: crops, flips, colour jitter); it must keep the shape. A
+            ``generator`` parameter, if it has one, gets the sampler's generator.
+        device: where the episodes go, when not where the dataset is: a set too large for
+            the GPU stays on the host (or in a mapped file) and each episode's images are
+            gathered there and copied over through pinned memory.
 
     Example:
-        >>> sampler = EpisodeSampler(fsl.load_embedded("background"), n_way=5, n_shot=1, n_query=15)
-        >>> episode = sampler.sample()            # support_x: (5, 1, 28, 28)
-        >>> batch = sampler.sample(n_tasks=32)    # support_x: (32, 5, 1, 28, 28)
+        >>> sampler = EpisodeSampler(fsl.load_embedded("background"), n_way=5, n_shot=1)
+        >>> episode = sampler.sample()               # support_x: (5, 1, 28, 28)
+        >>> batch = sampler.sample_tasks(32)         # support_x: (32, 5, 1, 28, 28)
     """
 
     def __init__(
@@ -158,11 +238,13 @@ class EpisodeSampler:
         dataset: FewShotDataset,
         n_way: int,
         n_shot: int,
-        n_query: int,
+        n_query: int = 15,
         *,
         seed: int = 0,
         rotate: bool = False,
         augment: float = 0.0,
+        transform=None,
+        device=None,
     ):
         n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
         augment = check_strength(augment, "augment")
@@ -173,45 +255,70 @@ class EpisodeSampler:
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
         self.rotate = rotate
         self.augment = augment
+        self.transform = check_transform(transform)
+        self.device = dataset.device if device is None else torch.device(device)
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
+        # Augmentations draw where the images end up; one generator when that is the same.
+        self.image_generator = (
+            self.generator
+            if self.device == dataset.device
+            else torch.Generator(device=self.device).manual_seed(seed)
+        )
 
     def __repr__(self) -> str:
+        where = f" → {self.device}" if self.device != self.dataset.device else ""
         return (
             f"EpisodeSampler({self.n_way}-way {self.n_shot}-shot {self.n_query}-query from "
-            f"{self.dataset.n_classes} classes on {self.dataset.device}"
+            f"{self.dataset.n_classes} classes on {self.dataset.device}{where}"
             f"{', rotated' if self.rotate else ''}"
-            f"{f', augmented ({self.augment:g})' if self.augment else ''})"
+            f"{f', augmented ({self.augment:g})' if self.augment else ''}"
+            f"{', transformed' if self.transform is not None else ''})"
         )
 
-    def sample(self, n_tasks: int | None = None) -> Episode:
-        """One episode, or ``n_tasks`` of them stacked on a leading dimension."""
-        if n_tasks is not None:
-            n_tasks = check_positive_int("n_tasks", n_tasks, why="or None for one episode")
-        tasks = 1 if n_tasks is None else n_tasks
-        device = self.dataset.device
+    def sample_tasks(self, n_tasks: int) -> Episode:
+        """``n_tasks`` episodes stacked on a leading dimension (also for ``n_tasks=1``):
+        ``support_x`` of shape ``(n_tasks, n_way * n_shot, C, H, W)``, and so on."""
+        n_tasks = check_positive_int("n_tasks", n_tasks)
+        where = self.dataset.device
         classes = random_subsets(
-            (tasks,), self.dataset.n_classes, self.n_way, self.generator, device
+            (n_tasks,), self.dataset.n_classes, self.n_way, self.generator, where
         )
-        instances = random_subsets(
-            (tasks, self.n_way),
-            self.dataset.n_per_class,
-            self.n_shot + self.n_query,
-            self.generator,
-            device,
-        )
+        rows = random_rows(self.dataset, classes, self.n_shot + self.n_query, self.generator)
         turns = (
-            torch.randint(4, (tasks, self.n_way), generator=self.generator, device=device)
+            torch.randint(4, (n_tasks, self.n_way), generator=self.generator, device=where)
             if self.rotate
             else None
         )
-        episode = _assemble(self.dataset.images, classes, instances, self.n_shot, turns)
+        episode = _assemble(self.dataset, classes, rows, self.n_shot, turns, self.device)
         if self.augment:
             episode = replace(
                 episode,
-                support_x=random_affine(episode.support_x, self.augment, self.generator),
-                query_x=random_affine(episode.query_x, self.augment, self.generator),
+                support_x=random_affine(episode.support_x, self.augment, self.image_generator),
+                query_x=random_affine(episode.query_x, self.augment, self.image_generator),
             )
-        return episode if n_tasks is not None else _squeeze_task(episode)
+        if self.transform is not None:
+            episode = replace(
+                episode,
+                support_x=apply_transform(self.transform, episode.support_x, self.image_generator),
+                query_x=apply_transform(self.transform, episode.query_x, self.image_generator),
+            )
+        return episode
+
+    def sample(self, n_tasks: int | None = None) -> Episode:
+        """One episode: ``support_x`` of shape ``(n_way * n_shot, C, H, W)``, and so on.
+
+        ``sample(n_tasks)`` is the old spelling of :meth:`sample_tasks` (deprecated: its
+        shape depended on whether ``n_tasks`` was given).
+        """
+        if n_tasks is not None:
+            warnings.warn(
+                "EpisodeSampler.sample(n_tasks) is deprecated and will be removed in fslearn "
+                "0.3; use sample_tasks(n_tasks), which stacks tasks for every n_tasks",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return self.sample_tasks(n_tasks)
+        return _squeeze_task(self.sample_tasks(1))
 
     def __iter__(self):
         """Endless single episodes."""
@@ -220,19 +327,25 @@ class EpisodeSampler:
 
     def state_dict(self) -> dict:
         """The generator state, so a resumed run draws the same episodes."""
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self.image_generator is not self.generator:
+            state["image_generator"] = self.image_generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        if "image_generator" in state and self.image_generator is not self.generator:
+            self.image_generator.set_state(state["image_generator"])
 
 
 class EpisodeSet:
     """A fixed, seeded list of episodes: the same tasks for every method and every device.
 
     Only indices are stored (``classes`` of shape ``(n_episodes, n_way)`` and
-    ``instances`` of shape ``(n_episodes, n_way, n_shot + n_query)``); images are
-    gathered when an episode is asked for. Indices come from a CPU generator,
-    so the episodes do not depend on where the dataset lives.
+    ``rows``, the rows of ``dataset.flat_images``, of shape
+    ``(n_episodes, n_way, n_shot + n_query)``); images are gathered when an episode is
+    asked for, never augmented. Indices come from a CPU generator, so the episodes do not
+    depend on where the dataset lives.
 
     Args:
         dataset: the classes to test on (e.g. the evaluation split).
@@ -258,9 +371,12 @@ class EpisodeSet:
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
         self.seed = seed
         self.classes = random_subsets((n_episodes,), dataset.n_classes, n_way, generator, "cpu")
-        self.instances = random_subsets(
-            (n_episodes, n_way), dataset.n_per_class, n_shot + n_query, generator, "cpu"
-        )
+        self.rows = random_rows(dataset, self.classes, n_shot + n_query, generator)
+
+    @property
+    def instances(self) -> torch.Tensor:
+        """Which image of its class each row is: shape ``(n_episodes, n_way, n_shot + n_query)``."""
+        return self.rows - self.dataset.offsets.cpu()[self.classes][..., None]
 
     def __len__(self) -> int:
         return self.classes.shape[0]
@@ -275,9 +391,9 @@ class EpisodeSet:
         """Episodes ``start..stop-1`` stacked on a leading dimension, on the dataset's device."""
         device = self.dataset.device
         return _assemble(
-            self.dataset.images,
+            self.dataset,
             self.classes[start:stop].to(device),
-            self.instances[start:stop].to(device),
+            self.rows[start:stop].to(device),
             self.n_shot,
         )
 

@@ -7,7 +7,13 @@ import torch
 
 from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
-from .subsets import random_subsets
+from .episodes import check_class_sizes
+from .subsets import random_rows, random_subsets
+
+
+def _sizes(dataset: FewShotDataset) -> str:
+    low, high = dataset.min_per_class, dataset.max_per_class
+    return f"{low}" if low == high else f"{low} to {high}"
 
 
 class PairSampler:
@@ -29,17 +35,18 @@ class PairSampler:
                 f"{dataset.name} has {dataset.n_classes} class; "
                 "negative pairs need at least 2 classes"
             )
-        if dataset.n_per_class < 2:
-            raise ValueError(
-                f"{dataset.name} has {dataset.n_per_class} image per class; positive pairs need "
-                f"two different images of a class, so at least 2 per class"
-            )
+        check_class_sizes(
+            dataset,
+            2,
+            "positive pairs need two different images of a class, so at least 2 images per class",
+            "add a second image to each class",
+        )
         self.dataset = dataset
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
 
     def __repr__(self) -> str:
         return (
-            f"PairSampler({self.dataset.n_classes} classes × {self.dataset.n_per_class} images "
+            f"PairSampler({self.dataset.n_classes} classes of {_sizes(self.dataset)} images "
             f"on {self.dataset.device})"
         )
 
@@ -64,14 +71,13 @@ class PairSampler:
         device = data.device
         # Positives: one class, two distinct images of it.
         pos_class = torch.randint(data.n_classes, (half,), generator=g, device=device)
-        pos_inst = random_subsets((half,), data.n_per_class, 2, g, device)  # (half, 2)
+        pos_rows = random_rows(data, pos_class, 2, g)  # (half, 2)
         # Negatives: two distinct classes, any image of each.
         neg_class = random_subsets((half,), data.n_classes, 2, g, device)  # (half, 2)
-        neg_inst = torch.randint(data.n_per_class, (half, 2), generator=g, device=device)
-        classes = torch.cat([pos_class[:, None].expand(half, 2), neg_class])  # (n_pairs, 2)
-        instances = torch.cat([pos_inst, neg_inst])
+        neg_rows = random_rows(data, neg_class, 1, g)[..., 0]
+        rows = torch.cat([pos_rows, neg_rows])  # (n_pairs, 2)
         same = torch.cat([torch.ones(half, device=device), torch.zeros(half, device=device)])
         # Interleave positives and negatives so no batch slice is all of one kind.
         order = torch.randperm(n_pairs, generator=g, device=device)
-        x = to_float(data.images[classes[order], instances[order]])  # (n_pairs, 2, C, H, W)
+        x = to_float(data.flat_images[rows[order]])  # (n_pairs, 2, C, H, W)
         return x[:, 0], x[:, 1], same[order]

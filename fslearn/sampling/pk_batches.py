@@ -6,7 +6,8 @@ import torch
 
 from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
-from .subsets import random_subsets
+from .episodes import check_class_sizes
+from .subsets import random_rows, random_subsets
 
 
 class PKSampler:
@@ -32,11 +33,12 @@ class PKSampler:
                 f"n_classes={n_classes} but {dataset.name} has only {dataset.n_classes} classes; "
                 f"use n_classes ≤ {dataset.n_classes}"
             )
-        if n_per_class > dataset.n_per_class:
-            raise ValueError(
-                f"n_per_class={n_per_class} but {dataset.name} has only {dataset.n_per_class} "
-                f"images per class; use n_per_class ≤ {dataset.n_per_class}"
-            )
+        check_class_sizes(
+            dataset,
+            n_per_class,
+            f"n_per_class={n_per_class} images per class",
+            f"use n_per_class ≤ {dataset.min_per_class}",
+        )
         self.dataset = dataset
         self.n_classes, self.n_per_class = n_classes, n_per_class
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
@@ -60,11 +62,7 @@ class PKSampler:
         classes = random_subsets(
             (), self.dataset.n_classes, self.n_classes, self.generator, device
         )  # (P,)
-        instances = random_subsets(
-            (self.n_classes,), self.dataset.n_per_class, self.n_per_class, self.generator, device
-        )
-        x = self.dataset.images[classes[:, None], instances].flatten(
-            0, 1
-        )  # (P, K, C, H, W) → (P*K, C, H, W)
+        rows = random_rows(self.dataset, classes, self.n_per_class, self.generator)  # (P, K)
+        x = self.dataset.flat_images[rows.flatten()]  # (P*K, C, H, W)
         y = torch.arange(self.n_classes, device=device).repeat_interleave(self.n_per_class)
         return to_float(x), y

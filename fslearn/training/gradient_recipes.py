@@ -136,7 +136,7 @@ def train_maml(
     mine = world.share(meta_batch, "meta_batch")
 
     def step_loss(_):
-        tasks = sampler.sample(meta_batch)
+        tasks = sampler.sample_tasks(meta_batch)
         return meta_loss(
             tasks.support_x[mine],
             tasks.support_y[mine],
