@@ -217,7 +217,7 @@ def test_call_shape_single_and_batched_agree_and_adapt_predict_match(strategy):
         single = maml(support_x[t], support_y[t], query_x[t])
         torch.testing.assert_close(batched[t], single, rtol=1e-10, atol=1e-12)
         params = maml.adapt(support_x[t], support_y[t])
-        torch.testing.assert_close(maml.predict(query_x[t], params), single, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(maml.predict(params, query_x[t]), single, rtol=1e-10, atol=1e-12)
     # Test-time adaptation works under no_grad (fsl.evaluate runs learners there).
     with torch.no_grad():
         torch.testing.assert_close(maml(support_x, support_y, query_x), batched)
@@ -344,7 +344,7 @@ def test_finetune_baseline_fits_the_support_set_and_keeps_the_backbone(strategy)
         patterns.select(range(7)), epochs=3, batch_size=10, hidden_channels=8, progress=False
     )
     backbone = classifier.backbone
-    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, lr=1.0, steps=50, strategy=strategy)
+    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, inner_lr=1.0, test_steps=50, strategy=strategy)
     episode = fsl.EpisodeSampler(
         patterns.select(range(7, 10)), N_WAY, N_SHOT, N_QUERY, seed=0
     ).sample()
@@ -361,7 +361,7 @@ def test_finetune_baseline_fits_the_support_set_and_keeps_the_backbone(strategy)
 
 def test_finetune_head_only_is_logistic_regression_on_frozen_features(strategy):
     backbone = fsl.Conv4(1, 4, seed=0).double().eval()
-    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, lr=0.3, steps=5, strategy=strategy)
+    finetune = fsl.FineTune(backbone, IMAGE, N_WAY, inner_lr=0.3, test_steps=5, strategy=strategy)
     support_x, support_y, query_x, _ = tasks()
     features = backbone(support_x[0]).detach()
     head = nn.Linear(features.shape[1], N_WAY).double()
@@ -382,7 +382,7 @@ def test_pretrained_backbone_and_adaptation_curve(device, strategy):
     )
     assert classifier.head.out_features == 8 and history.epoch == 2
     finetune = fsl.FineTune(
-        classifier.backbone, train.image_shape, 4, lr=0.5, steps=3, strategy=strategy
+        classifier.backbone, train.image_shape, 4, inner_lr=0.5, test_steps=3, strategy=strategy
     )
     episodes = fsl.EpisodeSet(train, 4, 1, 2, n_episodes=6, seed=0)
     curve = finetune.adaptation_curve(episodes, batch_size=4)

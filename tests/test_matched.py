@@ -137,8 +137,8 @@ def test_maml_modes_equal_a_hand_written_adaptation(test_bn, test_adapt, strateg
 def test_finetune_modes_equal_a_hand_written_adaptation(test_bn, test_adapt, strategy):
     backbone = pretrained_backbone()
     finetune = fsl.FineTune(
-        backbone, IMAGE, N_WAY, lr=LR, steps=STEPS, test_bn=test_bn, test_adapt=test_adapt,
-        strategy=strategy,
+        backbone, IMAGE, N_WAY, inner_lr=LR, test_steps=STEPS, test_bn=test_bn,
+        test_adapt=test_adapt, strategy=strategy,
     )  # fmt: skip
     state = {k: v.clone() for k, v in backbone.state_dict().items()}
     support_x, support_y, query_x = tasks()
@@ -158,7 +158,7 @@ def test_finetune_modes_equal_a_hand_written_adaptation(test_bn, test_adapt, str
 def test_baseline_pp_modes_equal_a_hand_written_cosine_head(test_bn, test_adapt, strategy):
     backbone = pretrained_backbone()
     learner = fsl.BaselinePP(
-        backbone, IMAGE, N_WAY, lr=LR, steps=STEPS, seed=3, test_bn=test_bn,
+        backbone, IMAGE, N_WAY, inner_lr=LR, test_steps=STEPS, seed=3, test_bn=test_bn,
         test_adapt=test_adapt, strategy=strategy,
     )  # fmt: skip
     assert learner.model.head.scale == 2.0  # Chen et al.'s for a head of ≤ 200 classes
@@ -209,7 +209,9 @@ def test_the_modes_differ_and_only_transductive_depends_on_the_other_queries():
     support_x, support_y, query_x = (t[0] for t in tasks())
     logits = {}
     for test_bn in fsl.methods.batch_norm_modes.TEST_BN_MODES:
-        learner = fsl.FineTune(backbone, IMAGE, N_WAY, lr=LR, steps=STEPS, test_bn=test_bn)
+        learner = fsl.FineTune(
+            backbone, IMAGE, N_WAY, inner_lr=LR, test_steps=STEPS, test_bn=test_bn
+        )
         logits[test_bn] = learner(support_x, support_y, query_x)
         alone = torch.cat([learner(support_x, support_y, q[None]) for q in query_x])
         assert torch.allclose(alone, logits[test_bn]) == (test_bn != "transductive"), test_bn
@@ -245,7 +247,9 @@ def test_head_only_leaves_the_backbone_and_whole_changes_it(learner):
         backbone = pretrained_backbone()
 
         def make(adapt):
-            return fsl.FineTune(backbone, IMAGE, N_WAY, lr=LR, steps=STEPS, test_adapt=adapt)
+            return fsl.FineTune(
+                backbone, IMAGE, N_WAY, inner_lr=LR, test_steps=STEPS, test_adapt=adapt
+            )
 
     for adapt in ("head", "whole"):
         model = make(adapt)
@@ -278,10 +282,10 @@ def test_predict_normalises_as_the_call_does():
     support_x, support_y, query_x = (t[0] for t in tasks())
     params = maml.adapt(support_x, support_y)
     torch.testing.assert_close(
-        maml.predict(query_x, params, support_x=support_x), maml(support_x, support_y, query_x)
+        maml.predict(params, query_x, support_x=support_x), maml(support_x, support_y, query_x)
     )
     with pytest.raises(ValueError, match=r"test_bn='support' normalises the queries with the "):
-        maml.predict(query_x, params)
+        maml.predict(params, query_x)
 
 
 def test_bad_settings_are_refused_with_the_fix():
@@ -302,7 +306,8 @@ def test_bad_settings_are_refused_with_the_fix():
 
 
 def test_whole_is_the_earlier_spelling_of_test_adapt():
-    with pytest.warns(DeprecationWarning, match=r"FineTune\(whole=True\) is now"):
+    with pytest.warns(FutureWarning, match=r"FineTune\(whole=True\) is deprecated.*"
+                      r"use FineTune\(test_adapt='whole'\)"):  # fmt: skip
         finetune = fsl.FineTune(pretrained_backbone(), IMAGE, N_WAY, whole=True)
     assert finetune.test_adapt == "whole"
 
@@ -316,7 +321,7 @@ def test_evaluate_records_each_learner_s_batch_norm_mode():
     learners = {
         "transductive": fsl.MAML(net, test_steps=1),
         "support": fsl.MAML(net, test_steps=1, test_bn="support"),
-        "running": fsl.FineTune(backbone, (1, 16, 16), N_WAY, steps=1),
+        "running": fsl.FineTune(backbone, (1, 16, 16), N_WAY, test_steps=1),
         None: fsl.NearestPrototype(),
     }
     for mode, learner in learners.items():

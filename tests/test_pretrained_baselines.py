@@ -58,7 +58,7 @@ def test_baseline_pp_and_simpleshot_solve_a_separable_toy_problem():
     mean = fsl.mean_embedding(pixels, characters)
     torch.testing.assert_close(mean, characters.flat()[0].flatten(1).mean(0))
     learners = {
-        "Baseline++": fsl.BaselinePP(pixels, characters.image_shape, 5, steps=20),
+        "Baseline++": fsl.BaselinePP(pixels, characters.image_shape, 5, test_steps=20),
         "SimpleShot": fsl.SimpleShot(pixels, mean),
         "SimpleShot L2N": fsl.SimpleShot(pixels, norm="L2N"),
     }
@@ -77,7 +77,7 @@ def test_baseline_pp_pretrains_with_a_cosine_head_and_loads_back(tmp_path):
     )  # fmt: skip
     assert isinstance(classifier.head, fsl.CosineHead) and classifier.head.scale == 2.0
     assert fsl.read_checkpoint(path)["spec"]["head"] == "cosine"
-    learner = fsl.load_learner(path, n_way=2, finetune_steps=5)
+    learner = fsl.load_learner(path, n_way=2, test_steps=5)
     assert isinstance(learner, fsl.BaselinePP) and learner.test_steps == 5
     weights = learner.model.backbone.state_dict()
     assert all(torch.equal(v, weights[k]) for k, v in classifier.backbone.state_dict().items())

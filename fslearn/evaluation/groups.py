@@ -49,7 +49,7 @@ def evaluate_within_groups(
     dataset,
     n_way: int,
     n_shot: int,
-    n_query: int = 1,
+    n_query: int = 15,
     n_episodes: int = 200,
     *,
     seed: int = 0,
@@ -63,7 +63,9 @@ def evaluate_within_groups(
 
     Every group of ``dataset.groups`` with at least ``n_way`` classes gets its own fixed
     ``EpisodeSet(that group, n_way, n_shot, n_query, n_episodes, seed=seed)``, scored by
-    :func:`evaluate` (``batch_size``, ``progress`` and ``world`` as there).
+    :func:`evaluate` (``batch_size``, ``progress`` and ``world`` as there). ``n_query``
+    defaults to 15, as everywhere in fslearn (before fslearn 0.2: 1); Lake et al.'s runs
+    classify one query per class, ``n_query=1``.
 
     Raises:
         ValueError: every class is in one group (miniImageNet, whose groups are its split: it

@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..common import check_positive_int
+from ..deprecation import warn_renamed
 from ..evaluation import confidence_interval
 from ..models.task_batch_norm import native_batch_norm
 from .batch_norm_modes import check_test_bn_for, normalising
@@ -194,7 +195,8 @@ class GradientLearner(nn.Module):
             support_y: ``(n_way * n_shot,)`` labels in ``0 … n_way − 1``.
 
         Returns:
-            A dict with every parameter of the model (detached), for :meth:`predict`.
+            A dict with every parameter of the model (detached), for
+            :meth:`predict` ``(params, query_x)``.
         """
         steps = self.test_steps if steps is None else steps
         if check_gradient_task(self.model, support_x, support_y):
@@ -215,17 +217,29 @@ class GradientLearner(nn.Module):
 
     def predict(
         self,
-        query_x: torch.Tensor,
         params: dict[str, torch.Tensor],
+        query_x: torch.Tensor,
         support_x: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits ``(n_query, n_way)`` of ``query_x`` ``(n_query, C, H, W)`` under ``params``
         from :meth:`adapt`, with batch norm as ``test_bn`` says: ``"support"`` needs the support
-        images ``support_x`` ``(n_support, C, H, W)`` for its statistics."""
+        images ``support_x`` ``(n_support, C, H, W)`` for its statistics.
+
+        The arguments come in :func:`torch.func.functional_call`'s order, parameters first.
+        The order before fslearn 0.2, ``predict(query_x, params)``, still works, with a warning.
+        """
+        if isinstance(params, torch.Tensor) and isinstance(query_x, dict):
+            warn_renamed("predict(query_x, params)", "predict(params, query_x)")
+            params, query_x = query_x, params
+        if not isinstance(params, dict):
+            raise TypeError(
+                f"predict takes the parameters from adapt() first, a dict; got a "
+                f"{type(params).__name__}: call predict(params, query_x)"
+            )
         if self.test_bn == "support" and support_x is None:
             raise ValueError(
                 "test_bn='support' normalises the queries with the support set's statistics: "
-                "pass the support images, predict(query_x, params, support_x=support_x)"
+                "pass the support images, predict(params, query_x, support_x=support_x)"
             )
         joint = self.test_bn == "support"
         n_support = len(support_x) if joint else 0

@@ -28,8 +28,9 @@ What this follows, checked against the authors' code (github wyharveychen/Closer
   features after ``model.eval()``) and a new cosine head starts at random; they train it by SGD
   (learning rate 0.01, momentum 0.9, dampening 0.9, weight decay 0.001) on mini-batches of 4
   support features for 100 epochs. Here it takes the full-batch gradient steps of
-  :class:`~fslearn.FineTune` (``lr``, ``steps``), so that Baseline and Baseline++ differ in
-  their head alone; its random start is drawn once, from ``seed``, and shared by every task.
+  :class:`~fslearn.FineTune` (``inner_lr``, ``test_steps``), so that Baseline and Baseline++
+  differ in their head alone; its random start is drawn once, from ``seed``, and shared by
+  every task.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ import torch
 from torch import nn
 
 from ..common import check_positive_int, seeded
+from ..deprecation import renamed_keywords
 from ..models.classifier import Classifier
+from ..models.registry import embedding_dim
 from .finetune import FineTune
 from .metric import cosine_similarity
 
@@ -112,14 +115,14 @@ def cosine_classifier(
     """A :class:`~fslearn.Classifier` whose head is a :class:`CosineHead`: Baseline++'s network
     for pre-training, ``(B, C, H, W) → (B, n_classes)``."""
     model = Classifier(backbone, image_shape, n_classes, seed=seed)
-    model.head = CosineHead(backbone.embedding_dim(image_shape), n_classes, scale=scale, seed=seed)
+    model.head = CosineHead(embedding_dim(backbone, image_shape), n_classes, scale=scale, seed=seed)
     return model
 
 
 class BaselinePP(FineTune):
     """Baseline++: a pre-trained backbone with a new cosine head fitted to each task.
 
-    Everything as in :class:`~fslearn.FineTune` (``lr``, ``steps``, ``test_adapt``,
+    Everything as in :class:`~fslearn.FineTune` (``inner_lr``, ``test_steps``, ``test_adapt``,
     ``test_bn``, ``strategy``, the call shape), except the head: a :class:`CosineHead` of
     ``n_way`` classes, drawn at random from ``seed`` once and the start of every task.
 
@@ -128,7 +131,8 @@ class BaselinePP(FineTune):
             ``fsl.train_pretrained(train, head="cosine")`` (a linear head's works too).
         image_shape: ``(C, H, W)`` of the images.
         n_way: classes per task.
-        lr, steps: the gradient steps on the support loss (defaults as FineTune's).
+        inner_lr, test_steps: the gradient steps on the support loss (defaults as FineTune's;
+            ``lr`` and ``steps`` before fslearn 0.2, still taken with a warning).
         scale: the head's scale (default 2, Chen et al.'s for up to 200 classes).
         learn_norms: learn a norm per class, as Chen et al.'s code does (see
             :mod:`fslearn.methods.baseline_pp`).
@@ -141,14 +145,15 @@ class BaselinePP(FineTune):
     optimiser of the new head (:mod:`fslearn.methods.baseline_pp` says what differs).
     """
 
+    @renamed_keywords("BaselinePP", lr="inner_lr", steps="test_steps")
     def __init__(
         self,
         backbone: nn.Module,
         image_shape,
         n_way: int,
         *,
-        lr: float = 0.5,
-        steps: int = 50,
+        inner_lr: float = 0.5,
+        test_steps: int = 50,
         scale: float | None = None,
         learn_norms: bool = False,
         seed: int = 0,
@@ -157,7 +162,7 @@ class BaselinePP(FineTune):
         strategy: str = "auto",
     ):
         head = CosineHead(
-            backbone.embedding_dim(image_shape),
+            embedding_dim(backbone, image_shape),
             n_way,
             scale=scale,
             learn_norms=learn_norms,
@@ -167,8 +172,8 @@ class BaselinePP(FineTune):
             backbone,
             image_shape,
             n_way,
-            lr=lr,
-            steps=steps,
+            inner_lr=inner_lr,
+            test_steps=test_steps,
             test_adapt=test_adapt,
             test_bn=test_bn,
             head=head,

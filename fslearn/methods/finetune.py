@@ -8,7 +8,7 @@ are good for the training classes, MAML for parameters a few steps away from goo
 for new tasks; but the two baselines of the literature also differ from MAML in what adapts,
 in how batch norm normalises the test images, in the steps and their size, and in the head's
 start, so a comparison that means to measure the starting point alone sets ``test_adapt``,
-``test_bn``, ``lr``/``inner_lr`` and the steps alike on both sides.
+``test_bn``, ``inner_lr`` and ``test_steps`` alike on both sides.
 
 What the settings match in the papers (Chen et al. 2019, "A Closer Look at Few-shot
 Classification", and their code, github wyharveychen/CloserLookFewShot):
@@ -19,16 +19,16 @@ Classification", and their code, github wyharveychen/CloserLookFewShot):
   the backbone too, which they do not.
 - Their head starts at random and is trained by SGD (learning rate 0.01, momentum 0.9,
   dampening 0.9, weight decay 0.001) on mini-batches of 4 support features for 100 epochs
-  (``methods/baselinefinetune.py``); here it starts at zero and takes ``steps`` full-batch
-  gradient steps of size ``lr``, MAML's kind of step, so that the two differ in their start.
+  (``methods/baselinefinetune.py``); here it starts at zero and takes ``test_steps``
+  full-batch gradient steps of size ``inner_lr``, MAML's kind of step, so that the two differ
+  in their start.
 """
 
 from __future__ import annotations
 
-import warnings
-
 from torch import nn
 
+from ..deprecation import renamed_keywords, warn_renamed
 from ..models.classifier import Classifier
 from .adaptation import GradientLearner
 
@@ -42,8 +42,10 @@ class FineTune(GradientLearner):
             :func:`~fslearn.train_pretrained`).
         image_shape: ``(C, H, W)`` of the images.
         n_way: classes per task.
-        lr: step size of the gradient steps on the support loss.
-        steps: gradient steps per task.
+        inner_lr: step size of the gradient steps on the support loss (``lr`` before
+            fslearn 0.2, still taken with a warning).
+        test_steps: gradient steps per task (``steps`` before fslearn 0.2, still taken with
+            a warning).
         test_adapt: ``"head"`` (default: only the new head adapts, on the fixed backbone's
             features) or ``"whole"`` (the backbone is fine-tuned too).
         test_bn: batch norm at test time (:mod:`fslearn.methods.batch_norm_modes`):
@@ -63,14 +65,15 @@ class FineTune(GradientLearner):
     the backbone stays in eval mode.
     """
 
+    @renamed_keywords("FineTune", lr="inner_lr", steps="test_steps")
     def __init__(
         self,
         backbone: nn.Module,
         image_shape,
         n_way: int,
         *,
-        lr: float = 0.5,
-        steps: int = 50,
+        inner_lr: float = 0.5,
+        test_steps: int = 50,
         test_adapt: str = "head",
         test_bn: str = "running",
         head: nn.Module | None = None,
@@ -78,11 +81,10 @@ class FineTune(GradientLearner):
         whole: bool | None = None,
     ):
         if whole is not None:
-            warnings.warn(
-                f"FineTune(whole={whole}) is now FineTune(test_adapt="
-                f"{'whole' if whole else 'head'!r})",
-                DeprecationWarning,
-                stacklevel=2,
+            warn_renamed(
+                f"FineTune(whole={whole})",
+                f"FineTune(test_adapt={'whole' if whole else 'head'!r})",
+                stacklevel=4,  # through the keyword decorator to the caller
             )
             test_adapt = "whole" if whole else "head"
         # A given head replaces the linear one, whose draw must then leave torch's global
@@ -98,8 +100,8 @@ class FineTune(GradientLearner):
             model.head.to(device=reference.device, dtype=reference.dtype)
         super().__init__(
             model,
-            inner_lr=lr,
-            test_steps=steps,
+            inner_lr=inner_lr,
+            test_steps=test_steps,
             test_adapt=test_adapt,
             test_bn=test_bn,
             strategy=strategy,

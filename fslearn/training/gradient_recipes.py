@@ -24,6 +24,14 @@ from .skeleton import run_recipe, setup_recipe, track_recipe
 from .steps import StepHistory
 
 
+def rotates_by_default(dataset: FewShotDataset) -> bool:
+    """Whether the recipes rotate ``dataset``'s classes by multiples of 90° unless told: a
+    character set (one channel) does, as Omniglot's protocols do, a rotated character counting
+    as a new one; photos (three channels) do not: a photo on its side shows the same object
+    in an unnatural view, and miniImageNet's protocols never rotate."""
+    return dataset.image_shape[0] == 1
+
+
 def train_maml(
     train: FewShotDataset,
     *,
@@ -39,7 +47,7 @@ def train_maml(
     anil: bool = False,
     lr: float = 1e-3,
     hidden_channels: int = 64,
-    rotate: bool = True,
+    rotate: bool | None = None,
     step_weights=None,
     record_steps: bool = False,
     compile: bool = False,
@@ -59,9 +67,10 @@ def train_maml(
     meta-batch 32, 1 inner step with α = 0.4 (20-way: 5 steps, α = 0.1, meta-batch 16;
     miniImageNet: Conv4-32, 5 steps, α = 0.01, meta-batch 4), Adam 1e-3 on the
     meta-objective, 60 000 meta-iterations, each class of each task rotated by a random
-    multiple of 90° (``rotate``). Three defaults are not the Omniglot recipe's: 15 queries
-    per class (the appendix's miniImageNet setting; on Omniglot the authors' code draws as
-    many queries as shots per class), 10 inner steps at test time (the authors' code, for
+    multiple of 90° (``rotate``; by default for characters only). Three defaults are not the
+    Omniglot recipe's: 15 queries per class (the appendix's miniImageNet setting, and
+    fslearn's default everywhere; on Omniglot the authors' code draws as many queries as
+    shots per class), 10 inner steps at test time (the authors' code, for
     every dataset; the appendix gives 3 for Omniglot 5-way, 5 for 20-way and 10 for
     miniImageNet), and :func:`~fslearn.maml_classifier`'s max-pooling (the Omniglot network
     of the paper and its code has stride-2 convolutions instead).
@@ -71,6 +80,10 @@ def train_maml(
 
     Args:
         train: the training classes (move them to the GPU first to train there).
+        rotate: rotate each class of each task by a random multiple of 90°; ``None`` (the
+            default) follows the dataset's convention (:func:`rotates_by_default`): characters
+            (one channel, e.g. Omniglot) rotate, as in Finn et al.'s Omniglot protocol, photos
+            (three channels, e.g. miniImageNet) do not, as in their miniImageNet protocol.
         first_order, anil: FOMAML or ANIL instead of second-order MAML.
         step_weights: MAML++'s multi-step loss weights, shape ``(inner_steps,)``.
         record_steps: record the query loss after every inner step in
@@ -105,6 +118,7 @@ def train_maml(
         **({} if strategy == "auto" else {"strategy": strategy}),
     )
     device = train.device
+    rotate = rotates_by_default(train) if rotate is None else rotate
     sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
     weights_list = None if step_weights is None else list(step_weights)
     config = dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr)

@@ -2,9 +2,10 @@
 
 Each ``train_*`` function takes the training classes (and optionally validation
 episodes), builds the learner, trains it with :func:`~fslearn.train_steps`, and
-returns ``(learner, history)``. Defaults are the published Omniglot settings (the
-papers and their numbers are listed in :mod:`fslearn.training.presets`); pass smaller
-budgets for a CPU. All of them follow :mod:`fslearn.training.skeleton`.
+returns ``(learner, history)``. Defaults are the published Omniglot settings, but for
+:func:`train_protonet`'s queries per class (the papers and their numbers are listed in
+:mod:`fslearn.training.presets`); pass smaller budgets for a CPU. All of them follow
+:mod:`fslearn.training.skeleton`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def train_protonet(
     *,
     n_way: int = 60,
     n_shot: int = 5,
-    n_query: int = 5,
+    n_query: int = 15,
     episodes_per_step: int = 1,
     steps: int = 20_000,
     lr: float = 1e-3,
@@ -66,9 +67,12 @@ def train_protonet(
 
     The paper: Conv4-64, 60-way episodes with 5 queries per class (the shots of the
     test setting: 1 or 5), Adam with learning rate 1e-3 halved every 2 000 episodes,
-    squared Euclidean distance; the training classes are the 1 200 Vinyals
-    characters × 4 rotations (``fsl.omniglot_split(..., "vinyals", "train")``). The
-    paper stops on validation accuracy; ``steps`` fixes the budget instead.
+    squared Euclidean distance; all of them are the defaults but the queries, which default to
+    15 as everywhere in fslearn (pass ``n_query=5``, or take
+    ``recipe_settings("protonet", "omniglot")`` of :mod:`fslearn.training.presets`); the
+    training classes are the 1 200 Vinyals characters × 4 rotations
+    (``fsl.omniglot_split(..., "vinyals", "train")``). The paper stops on validation accuracy;
+    ``steps`` fixes the budget instead.
 
     Args:
         train: the training classes (on the device to train on).

@@ -124,7 +124,7 @@ def _paper(method: str, dataset: str, n_way: int | None, n_shot: int) -> dict:
         n_way = n_way or 5
         settings = maml_paper_settings(dataset, n_way, n_shot)
         if not mini:
-            settings.pop("rotate")  # train_maml rotates by default
+            settings.pop("rotate")  # train_maml rotates character sets by default
         n_query = MAML_PAPER_MINIIMAGENET_QUERIES if mini else n_shot
         return dict(n_way=n_way, n_shot=n_shot, n_query=n_query, **settings)
     return {}  # Siamese, triplet, pre-training: the recipes' defaults are the settings

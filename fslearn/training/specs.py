@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..deprecation import renamed_keywords
 from ..methods.baseline_pp import BaselinePP, cosine_classifier
 from ..methods.finetune import FineTune
 from ..methods.maml import MAML, maml_classifier
@@ -72,14 +73,15 @@ def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
     return Classifier(backbone, shape, spec["n_classes"], seed=seed)
 
 
+@renamed_keywords("load_learner", finetune_lr="inner_lr", finetune_steps="test_steps")
 def load_learner(
     path,
     *,
     n_way: int | None = None,
     image_shape=None,
     device=None,
-    finetune_lr: float = 0.5,
-    finetune_steps: int = 50,
+    inner_lr: float | None = None,
+    test_steps: int | None = None,
 ) -> nn.Module:
     """The learner saved in a checkpoint, with its trained weights, in eval mode.
 
@@ -92,9 +94,12 @@ def load_learner(
         image_shape: the ``(C, H, W)`` of the images it will see, checked against
             the checkpoint's.
         device: where to put the learner (default CPU).
-        finetune_lr, finetune_steps: the per-task head fitting of a pre-trained
-            classifier (see :class:`~fslearn.FineTune`; :class:`~fslearn.BaselinePP` for one
-            pre-trained with a cosine head).
+        inner_lr, test_steps: the step size and the number of the gradient steps that adapt
+            the learner to each task: for a pre-trained classifier, those of the head fitted
+            per task (default: :class:`~fslearn.FineTune`'s, or :class:`~fslearn.BaselinePP`'s
+            for one pre-trained with a cosine head); for MAML, they replace the checkpoint's.
+            Other learners take no gradient steps and refuse them. ``finetune_lr`` and
+            ``finetune_steps`` before fslearn 0.2, still taken with a warning.
 
     Raises:
         ValueError: the checkpoint's learner cannot take such tasks or images (the
@@ -114,7 +119,18 @@ def load_learner(
             f"it cannot classify n_way={n_way} tasks. Evaluate with n_way={spec['n_way']}, "
             f"or train with --n-way {n_way}"
         )
-    learner = build_learner(spec)
+    adapting = {
+        name: value
+        for name, value in (("inner_lr", inner_lr), ("test_steps", test_steps))
+        if value is not None
+    }
+    if adapting and spec["method"] not in ("maml", "pretrain"):
+        raise ValueError(
+            f"{path} is a {spec['method']} learner, which takes no gradient steps at test time; "
+            f"drop {', '.join(f'{name}=' for name in adapting)} (they apply to maml and pretrain "
+            "checkpoints)"
+        )
+    learner = build_learner({**spec, **adapting} if spec["method"] == "maml" else spec)
     if "model" not in payload["state"]:
         raise ValueError(f"{path} holds no weights (no state 'model'); {NOT_ITS_OWN}")
     load_weights(learner, payload["state"]["model"], path)
@@ -124,7 +140,5 @@ def load_learner(
                 f"{path} is a pre-trained classifier: pass n_way= for the head fitted to each task"
             )
         kind = BaselinePP if spec.get("head") == "cosine" else FineTune
-        learner = kind(
-            learner.backbone, spec["image_shape"], n_way, lr=finetune_lr, steps=finetune_steps
-        )
+        learner = kind(learner.backbone, spec["image_shape"], n_way, **adapting)
     return learner.to(torch.device("cpu") if device is None else device).eval()
