@@ -45,7 +45,9 @@ def sampler_speed(
     for n_way, n_shot, n_query in SHAPES:
         sampler = EpisodeSampler(on_device, n_way, n_shot, n_query, seed=0)
         sampler.sample_tasks(n_tasks)  # warm-up: allocations, kernel launches
-        ours = seconds_per_call(lambda sampler=sampler: sampler.sample_tasks(n_tasks), device, repeats)
+        ours = seconds_per_call(
+            lambda sampler=sampler: sampler.sample_tasks(n_tasks), device, repeats
+        )
         batches = dataloader_episodes(dataset, n_way, n_shot, n_query, seed=0)
         next(batches)
 
