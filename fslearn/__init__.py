@@ -19,10 +19,14 @@ from .data.archives import extract_zip
 from .data.catalog import DATASETS, load_dataset
 from .data.dataset import FewShotDataset, to_float, with_reflections, with_rotations
 from .data.embedded import load_embedded
+from .data.folder import load_folder
+from .data.image_files import ImageFolderError
 from .data.lake_runs import OneShotRun, download_runs, load_runs
 from .data.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .data.omniglot import download_omniglot, load_omniglot
 from .data.omniglot_splits import omniglot_split
+from .data.split_files import load_split_file
+from .data.torch_datasets import from_dataset
 from .evaluation import (
     Accuracy,
     GroupAccuracy,
@@ -92,6 +96,7 @@ __all__ = [
     "GroupAccuracy",
     "GradientLearner",
     "History",
+    "ImageFolderError",
     "MAML",
     "MINIIMAGENET_SPLIT_SIZES",
     "Normalize",
@@ -126,15 +131,18 @@ __all__ = [
     "evaluate_runs",
     "extract_zip",
     "fit",
+    "from_dataset",
     "glue",
     "image_grid",
     "iterations_per_epoch",
     "load_dataset",
     "load_embedded",
+    "load_folder",
     "load_learner",
     "load_miniimagenet",
     "load_omniglot",
     "load_runs",
+    "load_split_file",
     "maml_classifier",
     "mean_embedding",
     "max_per_class",

@@ -236,12 +236,24 @@ def test_missing_images_listed_in_csv(tmp_path):
         load_miniimagenet(tmp_path, progress=False)
 
 
-def test_unequal_class_sizes(tmp_path):
+@pytest.mark.parametrize("write", [write_csv_copy, write_pickle_copy])
+def test_unequal_class_sizes_keep_every_image(tmp_path, write):
+    images = fake_images(size=12)
+    images["n02000000"] = images["n02000000"][:3]
+    write(tmp_path, images)
+    dataset = load_miniimagenet(tmp_path, image_size=12, progress=False)
+    assert dataset.count_list == [4, 3, 4] and dataset.is_ragged
+    expected = torch.from_numpy(np.concatenate([images[w] for w in sorted(images)]))
+    assert torch.equal(dataset.flat_images, expected.permute(0, 3, 1, 2))
+    assert torch.equal(
+        dataset.class_images(1), torch.from_numpy(images["n02000000"]).permute(0, 3, 1, 2)
+    )
+
+
+def test_unequal_class_sizes_cut_to_n_per_class(tmp_path):
     images = fake_images()
     images["n02000000"] = images["n02000000"][:3]
     write_csv_copy(tmp_path, images)
-    with pytest.raises(ValueError, match=r"n02000000 has 3.*n_per_class=3"):
-        load_miniimagenet(tmp_path, progress=False)
     dataset = load_miniimagenet(tmp_path, n_per_class=3, progress=False)
     assert dataset.images.shape == (3, 3, 3, 84, 84)
     assert torch.equal(

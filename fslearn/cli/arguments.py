@@ -76,8 +76,11 @@ def _test_options(parser) -> None:
         "--dataset", choices=DATASETS, help="default: the dataset the checkpoint was trained on"
     )
     parser.add_argument(
-        "--data-root", help="where Omniglot archives are (or go), or your miniImageNet copy"
+        "--data-root",
+        help="where Omniglot archives are (or go), your miniImageNet copy, or your own images "
+        "(--dataset folder)",
     )
+    _image_options(parser, "default: the checkpoint's")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, … (default: a GPU if there is one)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -107,8 +110,12 @@ def parser() -> argparse.ArgumentParser:
         "--dataset", choices=DATASETS, default="embedded", help="default: embedded (offline)"
     )
     p.add_argument(
-        "--data-root", help="where Omniglot archives are (or go), or your miniImageNet copy"
+        "--data-root",
+        help="where Omniglot archives are (or go), your miniImageNet copy, or your own images: "
+        "train/, test/ (and val/) folders of class folders, or train.csv, test.csv split files "
+        "(--dataset folder)",
     )
+    _image_options(p, "default: 84 px, colour")
     p.add_argument(
         "--recipe",
         choices=RECIPES,
@@ -252,6 +259,21 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="versions, devices, and where data and caches live")
     p.set_defaults(run=info)
     return main
+
+
+def _image_options(p, default: str) -> None:
+    p.add_argument(
+        "--image-size",
+        type=_positive,
+        help=f"--dataset folder: the side every image is resized to ({default})",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help=f"--dataset folder: 3 converts every image to colour, 1 to grey ({default}); "
+        "a colour set trains without rotations",
+    )
 
 
 def _test_views_option(p) -> None:

@@ -17,7 +17,7 @@ from ..methods.views import AVERAGEABLE, AVERAGEABLE_METHODS, check_views_memory
 from ..sampling.episodes import EpisodeSet
 from ..training.checkpoint import read_checkpoint
 from ..training.specs import load_learner
-from .support import UsageError, dataset_for, parse_device
+from .support import UsageError, dataset_for, image_options, parse_device
 
 
 def _task_batch(learner) -> int | None:
@@ -167,7 +167,8 @@ def _learner_checkpoint(path) -> dict:
 
 def evaluate_command(args) -> int:
     device = parse_device(args.device)
-    config = _learner_checkpoint(args.checkpoint)["config"]
+    payload = _learner_checkpoint(args.checkpoint)
+    config = payload["config"]
     dataset = args.dataset or config.get("dataset")
     if dataset is None:
         raise UsageError(f"{args.checkpoint} does not record its dataset: pass --dataset")
@@ -179,6 +180,7 @@ def evaluate_command(args) -> int:
         root=args.data_root,
         device=device,
         progress=progress,
+        **image_options(args, dataset, payload["spec"]["image_shape"]),
     )
     if args.within_alphabet:
         try:

@@ -67,9 +67,45 @@ def parse_device(text: str | None) -> torch.device:
     return device
 
 
-def dataset_for(name: str, split: str, *, method: str | None, root, device, progress: bool):
-    """The ``split`` of dataset ``name`` on ``device``, on the Omniglot protocol of ``method``."""
+def image_options(args, dataset: str | None = None, image_shape=None) -> dict:
+    """``--image-size`` and ``--channels`` as :func:`dataset_for` takes them (``--dataset folder``
+    only), by default ``image_shape``'s ``(C, H, W)`` (a checkpoint's) where one is given.
+
+    Raises:
+        UsageError: either option with another dataset.
+    """
+    given = {"image_size": args.image_size, "channels": args.channels}
+    dataset = dataset or args.dataset
+    if dataset != "folder":
+        flags = [f"--{key.replace('_', '-')}" for key, value in given.items() if value is not None]
+        if flags and dataset is not None:
+            raise UsageError(
+                f"{' and '.join(flags)} apply to --dataset folder, not {dataset} (whose images "
+                "have their fixed size): leave them out"
+            )
+        return {}
+    if image_shape is not None:
+        given["channels"] = given["channels"] or image_shape[0]
+        given["image_size"] = given["image_size"] or image_shape[-1]
+    return given
+
+
+def dataset_for(
+    name: str,
+    split: str,
+    *,
+    method: str | None,
+    root,
+    device,
+    progress: bool,
+    image_size: int | None = None,
+    channels: int | None = None,
+):
+    """The ``split`` of dataset ``name`` on ``device``, on the Omniglot protocol of ``method``
+    (for ``"folder"``, of ``image_size`` and ``channels``)."""
     options = {}
+    if name == "folder":
+        options.update(image_size=image_size, channels=channels)
     if name == "omniglot":
         options["protocol"] = omniglot_protocol(method) if method else "lake"
     if name.startswith("omniglot"):

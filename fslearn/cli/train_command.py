@@ -21,7 +21,7 @@ from ..training.metric_recipes import training_classes
 from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
 from .eval_commands import describe, test_checkpoint
 from .run_folder import RunCheckpoint, RunLock, check_folder, snapshot
-from .support import UsageError, dataset_for, parse_device, write_json
+from .support import UsageError, dataset_for, image_options, parse_device, write_json
 
 # Command-line options that override a recipe, by the training functions' argument names.
 OVERRIDES = (
@@ -65,24 +65,31 @@ def _options(args, device: torch.device) -> dict:
 def _data_summary(dataset: FewShotDataset) -> str:
     """``dataset``'s name and shape, and a hash of its class names, groups and every image's sum
     of pixel values: two copies that differ in any class or image differ here."""
-    images = dataset.images
-    sums = images.reshape(*images.shape[:2], -1).sum(-1, dtype=torch.int64)
-    described = json.dumps([dataset.class_names, dataset.groups, sums.tolist()])
+    sums = dataset.flat_images.reshape(len(dataset), -1).sum(-1, dtype=torch.int64)
+    described = json.dumps([dataset.class_names, dataset.groups, dataset.count_list, sums.tolist()])
     digest = hashlib.sha1(described.encode()).hexdigest()[:12]
-    return (
-        f"{dataset.name}, {dataset.n_classes} classes of {dataset.n_per_class} images, "
-        f"hash {digest}"
-    )
+    return f"{dataset.name}, {dataset.n_classes} classes, {len(dataset)} images, hash {digest}"
 
 
 def _settings(args) -> dict:
     """The recipe's settings for ``args.method`` with the options given, each one checked to
     apply."""
     function, _ = METHODS[args.method]
+    colour_folder = args.dataset == "folder" and args.channels != 1
     settings = recipe_settings(
-        args.method, args.dataset, recipe=args.recipe, n_way=args.n_way, n_shot=args.n_shot or 1
+        args.method,
+        # A folder of photos takes miniImageNet's settings, of characters Omniglot's.
+        ("miniimagenet" if colour_folder else "omniglot")
+        if args.dataset == "folder" and args.recipe == "paper"
+        else args.dataset,
+        recipe=args.recipe,
+        n_way=args.n_way,
+        n_shot=args.n_shot or 1,
     )
     accepted = inspect.signature(function).parameters
+    if colour_folder and "rotate" in accepted:
+        # Quarter turns make new classes of characters, not of photos.
+        settings.setdefault("rotate", False)
     for name in OVERRIDES:
         value = getattr(args, name)
         if value is None:
@@ -163,6 +170,7 @@ def train(args) -> int:
     """
     function, _ = METHODS[args.method]
     method = args.method
+    image_settings = image_options(args)
     settings = _settings(args)
     test_setting = _test_setting(args, settings)
     world, device = _world(args)
@@ -210,7 +218,9 @@ def train(args) -> int:
     if resume:
         checkpoint.check_resumable()
     progress = not args.no_progress and world.is_main
-    data = dict(method=method, root=args.data_root, device=device, progress=progress)
+    data = dict(
+        method=method, root=args.data_root, device=device, progress=progress, **image_settings
+    )
     train_set = dataset_for(args.dataset, "train", **data)
     test_set = dataset_for(args.dataset, "test", **data)
     if world.size > 1:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .dataset import FewShotDataset
 from .embedded import load_embedded
+from .folder import load_folder
+from .image_files import ImageFolderError
 from .miniimagenet import load_miniimagenet
 from .omniglot import load_omniglot
 from .omniglot_splits import omniglot_split
+from .split_files import load_split_file
 
 #: Names :func:`load_dataset` accepts.
-DATASETS = ("embedded", "omniglot", "omniglot-small", "miniimagenet")
+DATASETS = ("embedded", "omniglot", "omniglot-small", "miniimagenet", "folder")
 #: The options of :func:`load_dataset` each dataset takes, besides split, image size, progress,
 #: device.
 OPTIONS = {
@@ -17,6 +22,7 @@ OPTIONS = {
     "omniglot": ("protocol", "root", "download", "seed"),
     "omniglot-small": ("root", "download"),
     "miniimagenet": ("root",),
+    "folder": ("root", "channels"),
 }
 #: The alphabets of ``images_background_small2`` that ``images_background_small1`` lacks.
 SMALL2_ONLY_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
@@ -41,6 +47,7 @@ def load_dataset(
     image_size: int | None = None,
     download: bool | None = None,
     seed: int | None = None,
+    channels: int | None = None,
     progress: bool = True,
     device=None,
 ) -> FewShotDataset:
@@ -57,6 +64,10 @@ def load_dataset(
     ``"omniglot-small"``      ``train`` = ``images_background_small1``; ``test`` = the alphabets of
                               ``images_background_small2`` that small1 lacks
     ``"miniimagenet"``        ``train`` / ``val`` / ``test`` from a copy in ``root``
+    ``"folder"``              ``train`` / ``val`` / ``test`` of your own images in ``root``: the
+                              folders ``root/train/`` … (:func:`~fslearn.load_folder`), or the
+                              split files ``root/train.csv`` or ``.json`` …
+                              (:func:`~fslearn.load_split_file`)
     ========================  =====================================================================
 
     An option a dataset does not take (``fslearn.data.catalog.OPTIONS``) is an error rather than
@@ -68,11 +79,12 @@ def load_dataset(
         protocol: for ``"omniglot"``: ``"lake"`` (default), ``"vinyals"`` or ``"maml"``
             (see :func:`~fslearn.omniglot_split`).
         root: where downloaded archives live (Omniglot), or the folder of a
-            user-supplied copy (miniImageNet; required).
-        image_size: 28 for characters and 84 for miniImageNet by default.
+            user-supplied copy (miniImageNet, folder; required).
+        image_size: 28 for characters and 84 for miniImageNet and folders by default.
         download: fetch missing Omniglot archives (default: no).
         seed: the generation seed (embedded, default 0) or the split seed of the
             ``"vinyals"`` and ``"maml"`` Omniglot protocols (default 0).
+        channels: for ``"folder"``: 3 (colour, the default) or 1 (grey).
         progress: show a text progress bar while decoding or generating images.
         device: where to put the images.
 
@@ -81,7 +93,13 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
-    given = {"protocol": protocol, "root": root, "download": download, "seed": seed}
+    given = {
+        "protocol": protocol,
+        "root": root,
+        "download": download,
+        "seed": seed,
+        "channels": channels,
+    }
     given = {key: value for key, value in given.items() if value is not None}
     unused = [key for key in given if key not in OPTIONS[name]]
     if name == "omniglot" and protocol in (None, "lake") and seed is not None:
@@ -117,6 +135,17 @@ def load_dataset(
             root, split, image_size=_or(image_size, 84), progress=progress, device=device
         )
 
+    if name == "folder":
+        _check_split(name, split, ("train", "val", "test"))
+        if root is None:
+            raise ValueError(
+                "the folder dataset reads your own images: pass the folder holding train/, val/ "
+                "and test/ (or train.csv, …) as root= (on the command line: --data-root)"
+            )
+        return _load_folder_split(
+            Path(root).expanduser(), split, _or(image_size, 84), _or(channels, 3), progress, device
+        )
+
     def omniglot(archive: str) -> FewShotDataset:
         return load_omniglot(
             archive, root=root, image_size=_or(image_size, 28), download=download, progress=progress
@@ -139,3 +168,29 @@ def load_dataset(
             omniglot("images_background"), omniglot("images_evaluation"), protocol, split, seed=seed
         )
     return dataset if device is None else dataset.to(device)
+
+
+def _load_folder_split(root: Path, split: str, image_size, channels, progress, device):
+    """``root/split/`` as a folder of classes, or the split file ``root/split.csv`` / ``.json``."""
+    options = dict(image_size=image_size, channels=channels, progress=progress, device=device)
+    found = [p for p in (root / split, root / f"{split}.csv", root / f"{split}.json") if p.exists()]
+    if len(found) > 1:
+        raise ImageFolderError(
+            f"{root} holds both {found[0].name} and {found[1].name} for the {split} split: keep "
+            "one (a folder of class folders, or a split file)"
+        )
+    if found and found[0].is_dir():
+        return load_folder(found[0], **options)
+    if found:
+        return load_split_file(found[0], **options)
+    if root.is_dir():
+        present = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+        holds = ", ".join(present[:8]) + (", …" if len(present) > 8 else "") or "nothing"
+        where = f"{root} (which holds {holds})"
+    else:
+        where = f"{root}, which " + ("is a file" if root.exists() else "does not exist")
+    raise ImageFolderError(
+        f"no {split} split in {where}: the folder dataset needs {root / split}/ (a folder of "
+        f"class folders of images) or the split file {root / split}.csv ('filename,label' "
+        "lines) or .json"
+    )

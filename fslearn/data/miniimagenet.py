@@ -30,11 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections import Counter
 from pathlib import Path
 
+import torch
+
 from ..common import cache_dir, cached, check_positive_int
-from .dataset import FewShotDataset, dataset_problem
+from .dataset import FewShotDataset
 from .miniimagenet_files import csv_path, decode_csv, gather_pickle, pickle_path, read_csv
 from .miniimagenet_pickle import read_pickle
 
@@ -43,7 +44,7 @@ MINIIMAGENET_SPLIT_SIZES = {"train": 64, "val": 16, "test": 20}
 
 FORMATS = ("auto", "csv", "pickle")
 # Bump when decoding changes (resampling, layout), so old caches are not reused.
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 _LAYOUTS = (
     "miniImageNet is read from one of two layouts:\n"
     "  1. split CSVs + image folder: root/train.csv, root/val.csv, root/test.csv "
@@ -59,8 +60,9 @@ def _list_counts(counts: dict[str, int]) -> str:
     return listed + (f" (and {len(counts) - 5} more)" if len(counts) > 5 else "")
 
 
-def _equal_counts(counts: dict[str, int], n_per_class: int | None, source: Path) -> int:
-    """The images per class to keep: all of them, or ``n_per_class``, if every class has them."""
+def _kept(counts: dict[str, int], n_per_class: int | None, source: Path) -> int | None:
+    """The images per class to keep: all of them (None), or ``n_per_class``, if every class has
+    them."""
     if n_per_class is not None:
         short = {wnid: n for wnid, n in counts.items() if n < n_per_class}
         if short:
@@ -68,18 +70,20 @@ def _equal_counts(counts: dict[str, int], n_per_class: int | None, source: Path)
                 f"n_per_class={n_per_class}, but in {source} {_list_counts(short)}; "
                 f"pass at most n_per_class={min(counts.values())}"
             )
-        return n_per_class
-    usual = Counter(counts.values()).most_common(1)[0][0]
-    odd = {wnid: n for wnid, n in counts.items() if n != usual}
-    if odd:
-        raise ValueError(
-            f"classes in {source} have different numbers of images: most have {usual}, but "
-            f"{_list_counts(odd)}. A FewShotDataset needs the same "
-            f"number per class: pass n_per_class={min(counts.values())} to keep the first that "
-            "many of "
-            "each class, or repair the copy (the standard one has 600 per class)."
-        )
-    return usual
+    return n_per_class
+
+
+def _cache_problem(saved: dict, image_size: int) -> str | None:
+    images, counts, names = saved["images"], saved["counts"], saved["class_names"]
+    if not isinstance(images, torch.Tensor) or not isinstance(counts, torch.Tensor):
+        return "images or counts is not a tensor"
+    if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, image_size, image_size):
+        return f"images are {images.dtype} of shape {tuple(images.shape)}"
+    if counts.dim() != 1 or len(counts) != len(names) or int(counts.sum()) != len(images):
+        return f"{len(images)} images, counts of shape {tuple(counts.shape)}, {len(names)} classes"
+    if not all(isinstance(name, str) for name in names):
+        return "class_names are not strings"
+    return None
 
 
 def _fingerprint(paths) -> tuple[list, list[Path]]:
@@ -181,23 +185,23 @@ def load_miniimagenet(
             and the size and modification time of every source file, written
             atomically. ``False`` decodes every time and writes nothing.
         n_per_class: keep only the first ``n_per_class`` images of each class
-            (file order). Needed for copies whose classes have different
-            numbers of images, since a dataset holds the same number per class;
-            by default all are kept and unequal counts are an error.
+            (file order), for classes of equal size; by default every image is kept, and
+            classes of different sizes make a ragged dataset (the samplers draw from each
+            class's own count).
         device: where to put the images (``None``: CPU).
 
     Returns:
         A :class:`~fslearn.FewShotDataset` with uint8 RGB images of shape
-        ``(n_classes, n_per_class, 3, image_size, image_size)`` (``(64, 600, 3,
-        84, 84)`` for the standard train split), classes sorted by ImageNet wnid
+        ``(n_images, 3, image_size, image_size)`` as ``flat_images`` (38 400 images of 64
+        classes × 600 for the standard train split), classes sorted by ImageNet wnid
         (the class names, e.g. ``"n01532829"``), images in file order, and every
         class's group set to ``split``.
 
     Raises:
         FileNotFoundError: the split's files are not in ``root``.
         ValueError: a file is an HTML page saved in place of the data, a
-            truncated or corrupt pickle or image, has the wrong image shape, or
-            classes have unequal image counts; or the pickle refers to anything but
+            truncated or corrupt pickle or image, has the wrong image shape, or a class
+            has fewer than ``n_per_class`` images; or the pickle refers to anything but
             numpy arrays (refused without running it; the error is also a
             :class:`pickle.UnpicklingError`).
     """
@@ -231,32 +235,24 @@ def load_miniimagenet(
 
     def build() -> dict:
         if fmt == "csv":
-            keep = _equal_counts(
-                {wnid: len(names) for wnid, names in files.items()}, n_per_class, source
-            )
-            images = decode_csv(
-                {w: names[:keep] for w, names in files.items()},
-                root / "images",
-                image_size,
-                progress,
-            )
-            return {"images": images, "class_names": list(files)}
-        data, indices = read_pickle(source, split, progress)
-        indices = {wnid: indices[wnid] for wnid in sorted(indices)}
-        keep = _equal_counts(
-            {wnid: len(index) for wnid, index in indices.items()}, n_per_class, source
-        )
-        images = gather_pickle(
-            data, {w: index[:keep] for w, index in indices.items()}, image_size, progress
-        )
-        del data  # the raw array is as large as the result: free it before writing the cache
-        return {"images": images, "class_names": list(indices)}
+            keep = _kept({wnid: len(names) for wnid, names in files.items()}, n_per_class, source)
+            kept = {w: names[:keep] for w, names in files.items()}
+            images = decode_csv(kept, root / "images", image_size, progress)
+        else:
+            data, indices = read_pickle(source, split, progress)
+            indices = {wnid: indices[wnid] for wnid in sorted(indices)}
+            keep = _kept({wnid: len(index) for wnid, index in indices.items()}, n_per_class, source)
+            kept = {w: index[:keep] for w, index in indices.items()}
+            images = gather_pickle(data, kept, image_size, progress)
+            del data  # the raw array is as large as the result: free it before writing the cache
+        counts = torch.tensor([len(v) for v in kept.values()], dtype=torch.long)
+        return {"images": images, "class_names": list(kept), "counts": counts}
 
     saved = cached(
         path,
         build,
-        keys=("images", "class_names"),
-        check=lambda saved: dataset_problem(saved, channels=3, image_size=image_size),
+        keys=("images", "class_names", "counts"),
+        check=lambda saved: _cache_problem(saved, image_size),
         enabled=cache,
     )
     images, class_names = saved["images"], saved["class_names"]
@@ -271,6 +267,10 @@ def load_miniimagenet(
             stacklevel=2,
         )
     dataset = FewShotDataset(
-        images, class_names, [split] * len(class_names), name=f"miniImageNet {split}"
+        images,
+        class_names,
+        [split] * len(class_names),
+        name=f"miniImageNet {split}",
+        counts=saved["counts"],
     )
     return dataset if device is None else dataset.to(device)

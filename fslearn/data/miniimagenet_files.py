@@ -138,20 +138,17 @@ def decode_csv(
     """Decode and resize the images named in ``files`` (wnid order, then list order).
 
     Returns:
-        uint8 tensor of shape ``(n_classes, n_per_class, 3, image_size, image_size)``.
+        uint8 tensor of shape ``(n_images, 3, image_size, image_size)``, class-major.
     """
-    wnids = list(files)
-    n_per_class = len(files[wnids[0]])
-    out = torch.empty(len(wnids), n_per_class, 3, image_size, image_size, dtype=torch.uint8)
-    jobs = [
-        (c, i, folder / name) for c, wnid in enumerate(wnids) for i, name in enumerate(files[wnid])
-    ]
+    paths = [folder / name for names in files.values() for name in names]
+    out = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
+    jobs = list(enumerate(paths))
 
     def decode(job):
-        c, i, path = job
+        i, path = job
         try:
             with Image.open(path) as image:
-                out[c, i].numpy()[...] = _to_chw(image, image_size)
+                out[i].numpy()[...] = _to_chw(image, image_size)
         except IMAGE_ERRORS as error:
             raise ValueError(
                 f"cannot read image {path} ({error}); replace the file or remove its CSV row"
@@ -177,24 +174,25 @@ def gather_pickle(
     """Group the pickle's images by class (``indices`` in wnid order), resized if needed.
 
     Returns:
-        uint8 tensor of shape ``(n_classes, n_per_class, 3, image_size, image_size)``.
+        uint8 tensor of shape ``(n_images, 3, image_size, image_size)``, class-major.
     """
-    n_per_class = len(next(iter(indices.values())))
-    out = torch.empty(len(indices), n_per_class, 3, image_size, image_size, dtype=torch.uint8)
+    n_images = sum(len(index) for index in indices.values())
+    out = torch.empty(n_images, 3, image_size, image_size, dtype=torch.uint8)
     same_size = images.shape[1:3] == (image_size, image_size)
-    for c, index in enumerate(
-        tqdm(
-            indices.values(),
-            desc="grouping miniImageNet",
-            unit="class",
-            disable=not progress,
-            leave=False,
-        )
+    start = 0
+    for index in tqdm(
+        indices.values(),
+        desc="grouping miniImageNet",
+        unit="class",
+        disable=not progress,
+        leave=False,
     ):
+        stop = start + len(index)
         if same_size:
-            out[c] = torch.from_numpy(images[index]).permute(0, 3, 1, 2)
+            out[start:stop] = torch.from_numpy(images[index]).permute(0, 3, 1, 2)
         else:
-            out[c] = torch.from_numpy(
+            out[start:stop] = torch.from_numpy(
                 np.stack([_to_chw(Image.fromarray(images[i]), image_size) for i in index])
             )
+        start = stop
     return out
