@@ -51,6 +51,13 @@ from .methods.triplet import mine_triplets, triplet_batch_loss, triplet_loss
 from .methods.views import AveragedViews, with_test_views
 from .models.classifier import Classifier
 from .models.conv4 import Conv4, conv_block
+from .models.registry import (
+    UnknownBackboneError,
+    backbone_names,
+    build_backbone,
+    register_backbone,
+)
+from .models.resnet12 import ResNet12
 from .models.task_batch_norm import TaskBatchNorm2d
 from .plot import (
     image_grid,
@@ -106,12 +113,16 @@ __all__ = [
     "PKSampler",
     "PairSampler",
     "ProtoNet",
+    "ResNet12",
     "SiameseNet",
     "SimpleShot",
     "StepHistory",
     "TaskBatchNorm2d",
+    "UnknownBackboneError",
     "activation_bytes",
     "atomic_path",
+    "backbone_names",
+    "build_backbone",
     "build_learner",
     "cache_dir",
     "check_batch_norm",
@@ -157,6 +168,7 @@ __all__ = [
     "project_2d",
     "separation",
     "random_affine",
+    "register_backbone",
     "random_flip",
     "random_resized_crop",
     "read_checkpoint",

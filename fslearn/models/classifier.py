@@ -6,13 +6,15 @@ import torch
 from torch import nn
 
 from ..common import check_positive_int, seeded
+from .registry import embedding_dim
 
 
 class Classifier(nn.Module):
     """A backbone followed by a linear layer: ``(B, C, H, W) → (B, n_classes)`` logits.
 
     Args:
-        backbone: maps images to ``(B, D)`` embeddings and has ``embedding_dim(image_shape)``.
+        backbone: maps images to ``(B, D)`` embeddings; its ``embedding_dim(image_shape)``
+            gives ``D``, or without one a forward pass measures it.
         image_shape: ``(C, H, W)`` of the inputs, to size the linear layer.
         n_classes: number of output classes.
         seed: seed for the linear layer's initialisation.
@@ -25,7 +27,7 @@ class Classifier(nn.Module):
         n_classes = check_positive_int("n_classes", n_classes)
         self.backbone = backbone
         with seeded(seed):
-            self.head = nn.Linear(backbone.embedding_dim(image_shape), n_classes)
+            self.head = nn.Linear(embedding_dim(backbone, image_shape), n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
