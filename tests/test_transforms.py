@@ -136,8 +136,9 @@ def test_augment_applies_crop_flip_jitter_and_character_in_that_order():
 
 def test_the_same_seed_gives_the_same_images_and_another_seed_others():
     x = torch.rand(8, 3, 12, 12, generator=generator())
-    augment = fsl.Augment()
+    augment, before = fsl.Augment(), x.clone()
     assert torch.equal(augment(x, generator(1)), augment(x, generator(1)))
+    assert torch.equal(x, before), "the input images changed"
     assert not torch.allclose(augment(x, generator(1)), augment(x, generator(2)))
 
 

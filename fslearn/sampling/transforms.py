@@ -116,7 +116,8 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
     For a box of whole pixels this equals ``F.interpolate(box, (H, W), mode="bilinear")`` of
     the cut-out box: the samples are clamped to the box's first and last pixel centres, so no
-    pixel outside the box leaks in at its edges. One ``grid_sample`` call for the batch.
+    pixel outside the box leaks in at its edges. One ``grid_sample`` call for the batch, on a
+    grid built row and column apart (``affine_grid`` took as long as the sampling itself).
 
     Args:
         x: float images ``(B, C, H, W)``.
@@ -126,19 +127,22 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         ``(B, C, H, W)``.
     """
     b, _, height, width = x.shape
-    boxes = boxes.to(x.dtype)
-    left, top, w, h = boxes.unbind(1)
-    zero = torch.zeros_like(left)
-    # affine_grid's coordinates run from -1 to 1 across the image (align_corners=False).
-    theta = torch.stack(
-        [w / width, zero, (2 * left + w) / width - 1, zero, h / height, (2 * top + h) / height - 1],
-        1,
-    ).view(b, 2, 3)
-    grid = F.affine_grid(theta, [b, 1, height, width], align_corners=False)
-    # the centres of the box's first and last pixels, in the same coordinates
-    low = torch.stack([(2 * left + 1) / width, (2 * top + 1) / height], 1) - 1
-    high = torch.stack([(2 * (left + w) - 1) / width, (2 * (top + h) - 1) / height], 1) - 1
-    grid = torch.minimum(torch.maximum(grid, low[:, None, None]), high[:, None, None])
+    left, top, w, h = boxes.to(x.dtype).unbind(1)
+
+    def coordinates(start, length, size):
+        # Output pixel k samples the box at the same fraction of its length, in a frame where
+        # the image spans 0 … size (pixel i covers i … i + 1), clamped to the centres of the
+        # box's first and last pixels; grid_sample's coordinates run from -1 to 1 across it.
+        centres = (torch.arange(size, dtype=x.dtype, device=x.device) + 0.5) / size
+        at = start[:, None] + length[:, None] * centres
+        at = at.clamp(start[:, None] + 0.5, (start + length)[:, None] - 0.5)
+        return 2 * at / size - 1
+
+    # A crop is axis-aligned: each row of the grid is the same, and each column.
+    across, down = coordinates(left, w, width), coordinates(top, h, height)
+    grid = torch.stack(
+        [across[:, None, :].expand(b, height, width), down[:, :, None].expand(b, height, width)], -1
+    )
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -182,10 +186,9 @@ def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> 
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[1] == 1:
-        return x
+    """The grey level of RGB images ``(B, 3, H, W)``: ``(B, 1, H, W)``."""
     (r, g, b), (wr, wg, wb) = x[:, :, None].unbind(1), GREY_WEIGHTS
-    return wr * r + wg * g + wb * b
+    return wr * r + wg * g + wb * b  # 10× faster than conv2d's 1×1 kernel on a CPU
 
 
 def color_jitter(
@@ -225,15 +228,15 @@ def color_jitter(
         drawn = _uniform(x.shape[0], max(0.0, 1 - amount), 1 + amount, generator, x.device)
         return drawn.to(x.dtype)[:, None, None, None]
 
-    def blend(image, other, f):
-        return (f * image + (1 - f) * other).clamp(0, 1)
-
+    # blend(x, other, f) = f * x + (1 - f) * other, clamped: one lerp and one in-place clamp
     if amounts[0]:
-        x = (x * factor(amounts[0])).clamp(0, 1)
+        x = (x * factor(amounts[0])).clamp_(0, 1)
     if amounts[1]:
-        x = blend(x, _grey(x).mean((1, 2, 3), keepdim=True), factor(amounts[1]))
+        means = x.mean((2, 3))  # the mean grey level is the grey level of the means
+        grey = means if x.shape[1] == 1 else _grey(means[:, :, None, None])
+        x = torch.lerp(grey.view(-1, 1, 1, 1), x, factor(amounts[1])).clamp_(0, 1)
     if amounts[2] and x.shape[1] == 3:
-        x = blend(x, _grey(x), factor(amounts[2]))
+        x = torch.lerp(_grey(x), x, factor(amounts[2])).clamp_(0, 1)
     return x
 
 
