@@ -10,10 +10,11 @@ The package is laid out as the pipeline the book teaches, one folder per stage:
 (Conv4) → ``methods/`` (learners and their losses) → ``training/`` (the loop,
 checkpoints, recipes) → ``evaluation`` (accuracy ± 95% CI); ``plot`` and ``cli`` read
 from all of them, ``common`` serves all of them, ``bench`` times them, and ``book`` holds
-what the chapters share (their set-up line, and ``glue`` for the numbers their prose quotes).
+what the chapters share (their set-up line, and ``fslearn.book.glue`` for the numbers their
+prose quotes).
 """
 
-from .book import ChapterSetup, glue, setup_chapter
+from .book import ChapterSetup, setup_chapter
 from .common import atomic_path, cache_dir, default_device, model_device, seeded
 from .data.archives import extract_zip
 from .data.catalog import DATASETS, load_dataset
@@ -143,7 +144,6 @@ __all__ = [
     "extract_zip",
     "fit",
     "from_dataset",
-    "glue",
     "image_grid",
     "iterations_per_epoch",
     "load_dataset",
@@ -190,3 +190,14 @@ __all__ = [
     "with_rotations",
     "with_test_views",
 ]
+
+
+def __getattr__(name: str):
+    # glue serves the book's chapters, not users: it left the top level in 0.2.
+    if name == "glue":
+        from .book import glue
+        from .deprecation import warn_renamed
+
+        warn_renamed("fslearn.glue", "fslearn.book.glue (from fslearn.book import glue)")
+        return glue
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,27 +25,36 @@ def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
     )
 
 
-def renamed_keywords(where: str, **renames: str):
+def renamed_keywords(where: str, **renames):
     """Decorate a function so that it still takes the keyword arguments ``renames`` maps to
     their new names, with a warning; its signature shows the new names alone.
 
-    ``where`` names the function in the warning (e.g. ``"FineTune"``). Giving an old name and
-    its new name together is a ``TypeError``, as Python's for a repeated argument.
+    ``where`` names the function in the warning (e.g. ``"FineTune"``). A rename is the new
+    name, or ``(new name, convert)`` where the old argument's value needs converting
+    (``whole=True`` → ``test_adapt="whole"``; ``convert`` of ``None``, an old default, means
+    not given). Giving an old name and its new name together is a ``TypeError``, as Python's
+    for a repeated argument.
     """
 
     def decorate(function):
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            for old, new in renames.items():
+            for old, rename in renames.items():
                 if old not in kwargs:
                     continue
+                new, convert = rename if isinstance(rename, tuple) else (rename, None)
                 if new in kwargs:
                     raise TypeError(
                         f"{where}() got both {old}= and {new}=; {old} is the old name of "
                         f"{new}: pass {new}= alone"
                     )
-                warn_renamed(f"{where}({old}=…)", f"{where}({new}=…)")
-                kwargs[new] = kwargs.pop(old)
+                value = kwargs.pop(old)
+                if convert is None:
+                    warn_renamed(f"{where}({old}=…)", f"{where}({new}=…)")
+                    kwargs[new] = value
+                elif (converted := convert(value)) is not None:
+                    warn_renamed(f"{where}({old}={value!r})", f"{where}({new}={converted!r})")
+                    kwargs[new] = converted
             return function(*args, **kwargs)
 
         return wrapper

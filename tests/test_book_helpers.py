@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import fslearn as fsl
+from fslearn.book import glue
 
 
 def test_glue_records_the_number_myst_nb_reads():
@@ -17,8 +18,8 @@ def test_glue_records_the_number_myst_nb_reads():
 
     InteractiveShell.instance()
     with capture_output() as captured:
-        returned = fsl.glue("ratio", torch.tensor(31.75))
-        fsl.glue("count", np.int64(7))
+        returned = glue("ratio", torch.tensor(31.75))
+        glue("count", np.int64(7))
     assert returned is None  # a cell that ends with glue shows no stray number
     outputs = [
         {"output_type": "display_data", "data": o.data, "metadata": o.metadata}
@@ -33,7 +34,7 @@ def test_glue_outside_a_notebook_prints_nothing(capsys, monkeypatch):
     import IPython
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)
-    assert fsl.glue("x", 1.5) is None
+    assert glue("x", 1.5) is None
     assert capsys.readouterr().out == ""
 
 

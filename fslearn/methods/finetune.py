@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..deprecation import renamed_keywords, warn_renamed
+from ..deprecation import renamed_keywords
 from ..models.classifier import Classifier
 from .adaptation import GradientLearner
 
@@ -58,14 +58,21 @@ class FineTune(GradientLearner):
             from its parameters.
         strategy: how a batch of tasks runs (``"auto"``, ``"loop"`` or ``"vmap"``), as in
             :class:`~fslearn.GradientLearner`.
-        whole: the earlier spelling of ``test_adapt="whole"`` (``True``) or ``"head"``.
+
+    ``whole=True`` (or ``False``), the earlier spelling of ``test_adapt="whole"`` (or
+    ``"head"``), is still taken, with a warning, until fslearn 0.3.
 
     Call shape: ``finetune(support_x, support_y, query_x) -> logits``, one task or
     ``T`` stacked tasks, as every learner in fslearn. Running statistics are never updated:
     the backbone stays in eval mode.
     """
 
-    @renamed_keywords("FineTune", lr="inner_lr", steps="test_steps")
+    @renamed_keywords(
+        "FineTune",
+        lr="inner_lr",
+        steps="test_steps",
+        whole=("test_adapt", lambda whole: None if whole is None else "whole" if whole else "head"),
+    )
     def __init__(
         self,
         backbone: nn.Module,
@@ -78,15 +85,7 @@ class FineTune(GradientLearner):
         test_bn: str = "running",
         head: nn.Module | None = None,
         strategy: str = "auto",
-        whole: bool | None = None,
     ):
-        if whole is not None:
-            warn_renamed(
-                f"FineTune(whole={whole})",
-                f"FineTune(test_adapt={'whole' if whole else 'head'!r})",
-                stacklevel=4,  # through the keyword decorator to the caller
-            )
-            test_adapt = "whole" if whole else "head"
         # A given head replaces the linear one, whose draw must then leave torch's global
         # generator where it was.
         model = Classifier(backbone, image_shape, n_way, seed=None if head is None else 0)
