@@ -176,11 +176,11 @@ def test_second_load_reads_the_cache_and_a_changed_file_rebuilds_it(tmp_path, mo
     def no_decoding(*args):
         raise AssertionError("the second load must come from the cache")
 
-    monkeypatch.setattr(image_files, "decode_image", no_decoding)
-    second = fsl.load_folder(root, 12, progress=False)
+    with monkeypatch.context() as patch:  # undoing it all would undo tmp_cache's FSLEARN_CACHE
+        patch.setattr(image_files, "decode_image", no_decoding)
+        second = fsl.load_folder(root, 12, progress=False)
     assert torch.equal(first.flat_images, second.flat_images)
     assert second.class_names == first.class_names and second.count_list == first.count_list
-    monkeypatch.undo()
     changed = root / "dog" / "01.png"
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(changed)
     os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
@@ -228,8 +228,9 @@ def test_a_damaged_or_foreign_cache_is_rebuilt(tmp_path):
     (folder,) = (tmp_path / "cache" / "folders").iterdir()
     images = folder / "images.npy"
     images.write_bytes(images.read_bytes()[:-100])  # truncated
-    with pytest.warns(UserWarning, match="images.npy cannot be read"):
+    with pytest.warns(UserWarning, match="images.npy cannot be read") as record:
         again = fsl.load_folder(root, 12, progress=False)
+    assert record[0].filename == __file__  # the warning points at the caller's line
     assert torch.equal(first.flat_images, again.flat_images)
     index = json.loads((folder / "index.json").read_text())
     (folder / "index.json").write_text(json.dumps({**index, "counts": [5, 3, 6]}))

@@ -40,6 +40,10 @@ class CacheProblem(ValueError):
     """A cache folder that is missing, damaged, or not the one asked for; the loaders rebuild it."""
 
 
+class StaleCache(CacheProblem):
+    """A sound cache of files that have changed since: rebuilt without a warning."""
+
+
 def _check_index(index) -> str | None:
     if not isinstance(index, dict):
         return f"{INDEX} holds a {type(index).__name__}, not an object"
@@ -84,7 +88,8 @@ def open_cached(
 
     Raises:
         CacheProblem: the cache is missing, unreadable, inconsistent (the array's dtype or shape
-            against the index's counts), or another ``image_shape`` or ``source``.
+            against the index's counts), or of another ``image_shape``; :class:`StaleCache`
+            when it was decoded from another ``source``.
     """
     path = Path(path)
     try:
@@ -92,10 +97,10 @@ def open_cached(
     except (OSError, ValueError) as error:
         raise CacheProblem(f"{path / INDEX} cannot be read ({error})") from None
     problem = _check_index(index)
-    if problem is None and source is not None and index.get("source") != source:
-        problem = "it was decoded from other files (they changed since)"
     if problem is not None:
         raise CacheProblem(f"{path}: {problem}")
+    if source is not None and index.get("source") != source:
+        raise StaleCache(f"{path} was decoded from other files (they changed since)")
     if mmap is None:
         size = (path / IMAGES).stat().st_size if (path / IMAGES).exists() else 0
         room = available_bytes("cpu")
@@ -195,8 +200,11 @@ def load_or_build(path, build, *, image_shape, source, mmap, enabled: bool = Tru
     if enabled and path.exists():
         try:
             return open_cached(path, mmap, image_shape=image_shape, source=source)
+        except StaleCache:
+            pass  # the files changed: building again is what a cache is for
         except CacheProblem as problem:
-            warnings.warn(f"ignoring the cache {problem}; building it again", stacklevel=3)
+            # The caller's caller is the public loader: the warning points at the user's line.
+            warnings.warn(f"ignoring the cache {problem}; building it again", stacklevel=4)
     if enabled:
         check_cache_writable(path / INDEX)  # before the decoding, which may take minutes
         try:
@@ -205,7 +213,7 @@ def load_or_build(path, build, *, image_shape, source, mmap, enabled: bool = Tru
             warnings.warn(
                 f"could not write the cache {path} ({error}); continuing without it. Free some "
                 "space there, or point FSLEARN_CACHE at a writable folder with room",
-                stacklevel=3,
+                stacklevel=4,
             )
         else:
             return open_cached(path, mmap, image_shape=image_shape, source=source)
