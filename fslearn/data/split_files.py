@@ -160,7 +160,9 @@ def load_split_file(
         is the file's name without its ending (``"train"`` for ``train.csv``).
 
     Raises:
-        ImageFolderError: as :func:`read_split_file`, and an unreadable image (named).
+        ImageFolderError: the file is missing, not CSV or JSON, malformed (named with its line
+            or entry), lists no image, names a file that does not exist, or an image is
+            unreadable (named).
     """
     path = Path(path).expanduser().resolve()
     base = None if root is None else Path(root).expanduser().resolve()
