@@ -18,7 +18,7 @@ from .book import ChapterSetup, setup_chapter
 from .common import atomic_path, cache_dir, default_device, model_device, seeded
 from .data.archives import extract_zip
 from .data.catalog import DATASETS, load_dataset
-from .data.dataset import FewShotDataset, to_float, with_reflections, with_rotations
+from .data.dataset import FewShotDataset, to_float
 from .data.embedded import load_embedded
 from .data.folder import load_folder
 from .data.image_files import ImageFolderError
@@ -27,6 +27,7 @@ from .data.miniimagenet import MINIIMAGENET_SPLIT_SIZES, load_miniimagenet
 from .data.omniglot import download_omniglot, load_omniglot
 from .data.omniglot_splits import omniglot_split
 from .data.split_files import load_split_file
+from .data.symmetries import with_reflections, with_rotations
 from .data.torch_datasets import from_dataset
 from .evaluation import (
     Accuracy,
@@ -70,7 +71,8 @@ from .plot import (
     show_images,
 )
 from .sampling.augment import random_affine
-from .sampling.episodes import Episode, EpisodeSampler, EpisodeSet
+from .sampling.episode_set import EpisodeSet
+from .sampling.episodes import Episode, EpisodeSampler
 from .sampling.normalize import Normalize, channel_stats
 from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler

@@ -16,7 +16,7 @@ import torch
 from ..data.dataset import FewShotDataset
 from ..distributed import world_from_env
 from ..methods.strategies import resolve_strategy
-from ..sampling.episodes import check_episode_shape
+from ..sampling.shapes import check_episode_shape
 from ..training.metric_recipes import training_classes
 from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
 from .eval_commands import describe, test_checkpoint

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from ..common import cache_dir, cached, check_positive_int
 from . import glyphs
-from .dataset import FewShotDataset, dataset_problem
+from .cache_check import dataset_problem
+from .dataset import FewShotDataset
 
 # Omniglot's characters per alphabet, in its alphabetical order.
 BACKGROUND_ALPHABET_SIZES = (

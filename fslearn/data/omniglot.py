@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ..common import atomic_path, cache_dir, cached, check_cache_writable, check_positive_int
 from .archives import IMAGE_ERRORS, damaged, fetch, md5, open_source
-from .dataset import FewShotDataset, dataset_problem
+from .cache_check import dataset_problem
+from .dataset import FewShotDataset
 
 _BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 OMNIGLOT_MD5 = {

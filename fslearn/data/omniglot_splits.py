@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..common import check_positive_int
-from .dataset import FewShotDataset, with_rotations
+from .dataset import FewShotDataset
+from .symmetries import with_rotations
 
 # Characters (train, val, test) of each protocol, out of Omniglot's 1 623.
 N_CHARACTERS = 1623

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..distributed import SINGLE, World
-from ..sampling.episodes import EpisodeSet
+from ..sampling.episode_set import EpisodeSet
 from .episodes import Accuracy, batch_norm_mode, confidence_interval, evaluate
 
 

@@ -19,6 +19,7 @@ import torch
 from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .augment import check_strength, random_affine
+from .shapes import check_episode_shape
 from .subsets import random_rows, random_subsets
 
 
@@ -63,51 +64,6 @@ class Episode:
         )
 
 
-def check_episode_shape(
-    dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int
-) -> tuple[int, int, int]:
-    """``(n_way, n_shot, n_query)`` as ints, or a ValueError naming the numbers when ``dataset``
-    cannot give such episodes: every class needs ``n_shot + n_query`` images."""
-    n_way = check_positive_int("n_way", n_way)
-    n_shot = check_positive_int("n_shot", n_shot)
-    n_query = check_positive_int("n_query", n_query)
-    if n_way > dataset.n_classes:
-        raise ValueError(
-            f"n_way={n_way} but {dataset.name} has only {dataset.n_classes} classes; "
-            f"use n_way ≤ {dataset.n_classes}"
-        )
-    needed = n_shot + n_query
-    check_class_sizes(
-        dataset,
-        needed,
-        f"n_shot + n_query = {n_shot} + {n_query} = {needed} images per class",
-        f"use n_shot + n_query ≤ {dataset.min_per_class}",
-    )
-    return n_way, n_shot, n_query
-
-
-def check_class_sizes(dataset: FewShotDataset, needed: int, need: str, fix: str) -> None:
-    """A ValueError naming the classes of ``dataset`` with fewer than ``needed`` images.
-
-    ``need`` says what asks for them (``"n_shot + n_query = 1 + 15 = 16 images per
-    class"``), ``fix`` what to do (``"use n_shot + n_query ≤ 10"``).
-    """
-    if dataset.min_per_class >= needed:
-        return
-    if not dataset.is_ragged:
-        raise ValueError(
-            f"{need}, but {dataset.name} has only {dataset.min_per_class} per class; {fix}"
-        )
-    sizes = zip(dataset.class_names, dataset.count_list, strict=True)
-    short = [(name, count) for name, count in sizes if count < needed]
-    shown = ", ".join(f"{name!r} ({count})" for name, count in short[:3])
-    more = f" and {len(short) - 3} more" if len(short) > 3 else ""
-    raise ValueError(
-        f"{need}, but {len(short)} of {dataset.name}'s classes have fewer: {shown}{more}; "
-        f"{fix}, or leave those classes out (dataset.select)"
-    )
-
-
 def _rotate_per_class(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` of shape ``(T, n_way, P, C, H, W)`` by ``quarter_turns[t, w]`` × 90°, without
     a host sync."""
@@ -118,7 +74,7 @@ def _rotate_per_class(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Ten
     return out
 
 
-def _assemble(dataset, classes, rows, n_shot, quarter_turns=None, device=None) -> Episode:
+def assemble_episodes(dataset, classes, rows, n_shot, quarter_turns=None, device=None) -> Episode:
     """Gather an episode batch from class indices ``(T, n_way)`` and rows of
     ``dataset.flat_images`` ``(T, n_way, K+Q)``, both on the dataset's device.
 
@@ -150,7 +106,7 @@ def _assemble(dataset, classes, rows, n_shot, quarter_turns=None, device=None) -
     )
 
 
-def _squeeze_task(episode: Episode) -> Episode:
+def single_task(episode: Episode) -> Episode:
     return Episode(
         *(
             t[0]
@@ -289,7 +245,7 @@ class EpisodeSampler:
             if self.rotate
             else None
         )
-        episode = _assemble(self.dataset, classes, rows, self.n_shot, turns, self.device)
+        episode = assemble_episodes(self.dataset, classes, rows, self.n_shot, turns, self.device)
         if self.augment:
             episode = replace(
                 episode,
@@ -318,7 +274,7 @@ class EpisodeSampler:
                 stacklevel=2,
             )
             return self.sample_tasks(n_tasks)
-        return _squeeze_task(self.sample_tasks(1))
+        return single_task(self.sample_tasks(1))
 
     def __iter__(self):
         """Endless single episodes."""
@@ -336,73 +292,3 @@ class EpisodeSampler:
         self.generator.set_state(state["generator"])
         if "image_generator" in state and self.image_generator is not self.generator:
             self.image_generator.set_state(state["image_generator"])
-
-
-class EpisodeSet:
-    """A fixed, seeded list of episodes: the same tasks for every method and every device.
-
-    Only indices are stored (``classes`` of shape ``(n_episodes, n_way)`` and
-    ``rows``, the rows of ``dataset.flat_images``, of shape
-    ``(n_episodes, n_way, n_shot + n_query)``); images are gathered when an episode is
-    asked for, never augmented. Indices come from a CPU generator, so the episodes do not
-    depend on where the dataset lives.
-
-    Args:
-        dataset: the classes to test on (e.g. the evaluation split).
-        n_way, n_shot, n_query: the episode shape (15 queries is the standard).
-        n_episodes: how many (600 for miniImageNet, 1 000 for Omniglot by convention).
-        seed: which episodes.
-    """
-
-    def __init__(
-        self,
-        dataset: FewShotDataset,
-        n_way: int,
-        n_shot: int,
-        n_query: int = 15,
-        n_episodes: int = 1000,
-        *,
-        seed: int = 0,
-    ):
-        n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
-        n_episodes = check_positive_int("n_episodes", n_episodes)
-        generator = torch.Generator().manual_seed(seed)
-        self.dataset = dataset
-        self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
-        self.seed = seed
-        self.classes = random_subsets((n_episodes,), dataset.n_classes, n_way, generator, "cpu")
-        self.rows = random_rows(dataset, self.classes, n_shot + n_query, generator)
-
-    @property
-    def instances(self) -> torch.Tensor:
-        """Which image of its class each row is: shape ``(n_episodes, n_way, n_shot + n_query)``."""
-        return self.rows - self.dataset.offsets.cpu()[self.classes][..., None]
-
-    def __len__(self) -> int:
-        return self.classes.shape[0]
-
-    def __repr__(self) -> str:
-        return (
-            f"EpisodeSet({len(self)} × {self.n_way}-way {self.n_shot}-shot {self.n_query}-query, "
-            f"seed {self.seed}, from {self.dataset.name})"
-        )
-
-    def batch(self, start: int, stop: int) -> Episode:
-        """Episodes ``start..stop-1`` stacked on a leading dimension, on the dataset's device."""
-        device = self.dataset.device
-        return _assemble(
-            self.dataset,
-            self.classes[start:stop].to(device),
-            self.rows[start:stop].to(device),
-            self.n_shot,
-        )
-
-    def __getitem__(self, index: int) -> Episode:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"episode {index} of an EpisodeSet of {len(self)}")
-        index %= len(self)
-        return _squeeze_task(self.batch(index, index + 1))
-
-    def __iter__(self):
-        for index in range(len(self)):
-            yield self[index]

@@ -6,7 +6,7 @@ import torch
 
 from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
-from .episodes import check_class_sizes
+from .shapes import check_class_sizes
 from .subsets import random_rows, random_subsets
 
 

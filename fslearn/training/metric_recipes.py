@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.dataset import FewShotDataset, with_reflections, with_rotations
+from ..data.dataset import FewShotDataset
+from ..data.symmetries import with_reflections, with_rotations
 from ..distributed import SINGLE, World
 from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
