@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 from .. import cli
 from ..data.catalog import DATASETS
 from ..distributed import TIMEOUT_RANGE, check_timeout
 from ..methods.batch_norm_modes import TEST_BN_MODES
+from ..models.registry import backbone_names
 from ..sampling.augment import STRENGTH_RANGE, check_strength
 from ..training.presets import METHODS, RECIPES
 from .eval_commands import eval_runs, evaluate_command
@@ -62,6 +64,27 @@ def _augment(text: str) -> float:
         return check_strength(float(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be {STRENGTH_RANGE}; got {text!r}") from None
+
+
+def _backbone(text: str) -> str:
+    if text not in backbone_names():
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(backbone_names())} (others: fsl.register_backbone in "
+            f"the process that runs the command); got {text!r}"
+        )
+    return text
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object, e.g. '{{\"channels\": [16, 32, 64, 128]}}'; got {text!r}"
+        )
+    return value
 
 
 def _timeout(text: str) -> float:
@@ -142,6 +165,14 @@ def parser() -> argparse.ArgumentParser:
         ("augment", _augment, "strength of the random affine distortions, 0 to 2.5 (protonet)"),
     ]:
         p.add_argument(f"--{name}", type=kind, help=f"{text} (default: the recipe's)")
+    p.add_argument(
+        "--backbone", type=_backbone, help="conv4 (default), resnet12 or a registered name"
+    )
+    p.add_argument(
+        "--backbone-options",
+        type=_json_object,
+        help="its options, a JSON object: '{\"channels\": [16, 32, 64, 128]}' (small resnet12)",
+    )
     p.add_argument(
         "--compile",
         action="store_true",

@@ -156,7 +156,10 @@ def _learner_checkpoint(path) -> dict:
             f"{path} is a folder: pass the checkpoint in it, e.g. {path}/checkpoint.pt"
         )
     payload = read_checkpoint(path)
-    missing = [f for f in ("method", "image_shape", "hidden_channels") if f not in payload["spec"]]
+    spec = payload["spec"]
+    # A spec names its backbone, or it is Conv4 of a width.
+    network = "backbone" if "backbone" in spec else "hidden_channels"
+    missing = [f for f in ("method", "image_shape", network) if f not in spec]
     if missing:
         raise UsageError(
             f"{path} holds no learner to evaluate: its spec lacks {missing} (a training loop "

@@ -16,6 +16,7 @@ import torch
 from ..data.dataset import FewShotDataset
 from ..distributed import world_from_env
 from ..methods.strategies import resolve_strategy
+from ..models.registry import check_backbone_options
 from ..sampling.shapes import check_episode_shape
 from ..training.metric_recipes import training_classes
 from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
@@ -107,6 +108,29 @@ def _settings(args) -> dict:
                 f"{flag} does not apply to {args.method}{unit}; see `fslearn train --help`"
             )
         settings[name] = value
+    return _backbone_settings(args, settings)
+
+
+def _backbone_settings(args, settings: dict) -> dict:
+    """``settings`` with ``--backbone`` and ``--backbone-options``, recorded only when given
+    (runs of the default Conv4 resume as before); another backbone than Conv4 drops the
+    recipe's Conv4 width and refuses ``--hidden-channels``."""
+    backbone = args.backbone or "conv4"
+    if backbone != "conv4":
+        if args.hidden_channels is not None:
+            raise UsageError(
+                f"--hidden-channels is Conv4's width and does not apply to --backbone {backbone}: "
+                "give its widths with --backbone-options, e.g. "
+                "'{\"channels\": [16, 32, 64, 128]}' for resnet12"
+            )
+        settings.pop("hidden_channels", None)
+        settings["backbone"] = backbone
+    if args.backbone_options is not None:
+        try:
+            check_backbone_options(backbone, args.backbone_options)
+        except ValueError as error:
+            raise UsageError(f"--backbone-options: {error}") from None
+        settings["backbone_options"] = args.backbone_options
     return settings
 
 

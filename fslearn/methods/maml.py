@@ -24,7 +24,7 @@ from torch import nn
 
 from ..common import check_positive_int
 from ..models.classifier import Classifier
-from ..models.conv4 import Conv4
+from ..models.registry import build_backbone, resolve_backbone_options
 from ..models.task_batch_norm import TaskBatchNorm2d
 from ..sampling.tasks import check_task_batch
 from .adaptation import GradientLearner
@@ -65,20 +65,31 @@ def check_batch_norm(model: nn.Module, second_order: bool) -> None:
 
 
 def maml_classifier(
-    n_way: int, image_shape, hidden_channels: int = 64, *, seed: int | None = None
+    n_way: int,
+    image_shape,
+    hidden_channels: int | None = None,
+    *,
+    seed: int | None = None,
+    backbone: str = "conv4",
+    backbone_options: dict | None = None,
 ) -> Classifier:
-    """Conv4 with per-task batch statistics and an ``n_way`` linear head: MAML's network.
+    """A backbone with per-task batch statistics and an ``n_way`` linear head: MAML's network.
 
-    Its blocks end in 2×2 max-pooling, as Finn et al.'s miniImageNet network does; for
-    Omniglot the paper (section 5.2) and its code use stride-2 convolutions instead.
+    Conv4 by default, whose blocks end in 2×2 max-pooling, as Finn et al.'s miniImageNet
+    network does; for Omniglot the paper (section 5.2) and its code use stride-2 convolutions
+    instead.
 
     Args:
         n_way: classes per task (the head's outputs).
         image_shape: ``(C, H, W)`` of the images, e.g. ``(1, 28, 28)``.
-        hidden_channels: 64 for Omniglot, 32 for miniImageNet (the paper's choices).
+        hidden_channels: Conv4's width: 64 (the default) for Omniglot, 32 for miniImageNet
+            (the paper's choices).
+        backbone, backbone_options: another backbone (:func:`~fslearn.build_backbone`),
+            e.g. ``backbone="resnet12"``, built with ``track_running_stats=False``.
     """
-    backbone = Conv4(image_shape[0], hidden_channels, track_running_stats=False, seed=seed)
-    return Classifier(backbone, image_shape, n_way, seed=None if seed is None else seed + 1)
+    options = resolve_backbone_options(backbone, hidden_channels, backbone_options)
+    body = build_backbone(backbone, image_shape[0], seed=seed, track_running_stats=False, **options)
+    return Classifier(body, image_shape, n_way, seed=None if seed is None else seed + 1)
 
 
 class MAML(GradientLearner):

@@ -46,7 +46,9 @@ def train_maml(
     first_order: bool = False,
     anil: bool = False,
     lr: float = 1e-3,
-    hidden_channels: int = 64,
+    hidden_channels: int | None = None,
+    backbone: str = "conv4",
+    backbone_options: dict | None = None,
     rotate: bool | None = None,
     step_weights=None,
     record_steps: bool = False,
@@ -85,6 +87,11 @@ def train_maml(
             (one channel, e.g. Omniglot) rotate, as in Finn et al.'s Omniglot protocol, photos
             (three channels, e.g. miniImageNet) do not, as in their miniImageNet protocol.
         first_order, anil: FOMAML or ANIL instead of second-order MAML.
+        hidden_channels, backbone, backbone_options: the network: Conv4 of width
+            ``hidden_channels`` (default 64) unless ``backbone`` names another
+            (``"resnet12"`` or one given to :func:`~fslearn.register_backbone`), built with
+            per-task batch statistics and ``backbone_options``
+            (:func:`~fslearn.build_backbone`); the checkpoint's spec records them.
         step_weights: MAML++'s multi-step loss weights, shape ``(inner_steps,)``.
         record_steps: record the query loss after every inner step in
             ``history.metrics["query_loss_<i>"]`` (one extra forward pass per step).
@@ -109,6 +116,8 @@ def train_maml(
         hidden_channels,
         device,
         seed,
+        backbone=backbone,
+        backbone_options=backbone_options,
         n_way=n_way,
         inner_lr=inner_lr,
         inner_steps=inner_steps,
@@ -199,7 +208,9 @@ def train_pretrained(
     epochs: int = 10,
     batch_size: int = 128,
     lr: float = 1e-3,
-    hidden_channels: int = 64,
+    hidden_channels: int | None = None,
+    backbone: str = "conv4",
+    backbone_options: dict | None = None,
     head: str = "linear",
     scale: float | None = None,
     seed: int = 0,
@@ -210,7 +221,8 @@ def train_pretrained(
 ) -> tuple[Classifier, History]:
     """The pre-training baselines' first half: one classifier over all of ``train``'s classes.
 
-    A Conv4 (with running batch-norm statistics) and a head over ``train.n_classes``
+    A backbone (Conv4 unless ``backbone`` names another; with running batch-norm statistics)
+    and a head over ``train.n_classes``
     classes, trained with Adam and cross-entropy on every image of ``train`` by
     :func:`~fslearn.fit`. Put its ``backbone`` in a :class:`~fslearn.FineTune` (Chen et al.'s
     Baseline), a :class:`~fslearn.BaselinePP` (their Baseline++) or a
@@ -221,6 +233,11 @@ def train_pretrained(
         head: ``"linear"`` (Baseline, SimpleShot) or ``"cosine"`` (Baseline++: a
             :class:`~fslearn.CosineHead`).
         scale: the cosine head's scale (default: Chen et al.'s, 10 above 200 classes, else 2).
+        hidden_channels, backbone, backbone_options: the network: Conv4 of width
+            ``hidden_channels`` (default 64) unless ``backbone`` names another
+            (``"resnet12"`` or one given to :func:`~fslearn.register_backbone`), built with
+            ``backbone_options`` (:func:`~fslearn.build_backbone`); the checkpoint's spec
+            records them.
 
     Returns:
         ``(classifier, history)``.
@@ -232,7 +249,16 @@ def train_pretrained(
     scale = default_scale(train.n_classes) if scale is None else scale
     cosine = dict(head="cosine", scale=scale)
     options = dict(n_classes=train.n_classes, **(cosine if head == "cosine" else {}))
-    spec, model, train = setup_recipe("pretrain", train, hidden_channels, device, seed, **options)
+    spec, model, train = setup_recipe(
+        "pretrain",
+        train,
+        hidden_channels,
+        device,
+        seed,
+        backbone=backbone,
+        backbone_options=backbone_options,
+        **options,
+    )
     x, y = train.flat()
     track_recipe(
         checkpoint, spec, train, dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)

@@ -52,7 +52,9 @@ def train_protonet(
     lr: float = 1e-3,
     halve_every: int = 2_000,
     distance: str = "euclidean",
-    hidden_channels: int = 64,
+    hidden_channels: int | None = None,
+    backbone: str = "conv4",
+    backbone_options: dict | None = None,
     rotate_classes: bool = False,
     reflect_classes: bool = False,
     augment: float = 0.0,
@@ -83,6 +85,8 @@ def train_protonet(
         steps: optimizer steps to take.
         lr, halve_every: Adam's learning rate and its halving period, in steps.
         distance: ``"euclidean"`` or ``"cosine"`` (see :class:`~fslearn.ProtoNet`).
+        hidden_channels, backbone, backbone_options: Conv4's width (default 64), or another
+            backbone (:func:`~fslearn.build_backbone`) and its options; the spec records them.
         rotate_classes: train on ``fsl.with_rotations(train)``, each class at 0°, 90°,
             180° and 270° a class of its own (four times the classes, as in the paper's
             Omniglot protocol; for a dataset not rotated already).
@@ -101,8 +105,9 @@ def train_protonet(
     Returns:
         ``(protonet, history)``.
     """
+    options = dict(distance=distance)
     spec, learner, train = setup_recipe(
-        "protonet", train, hidden_channels, device, seed, distance=distance
+        "protonet", train, hidden_channels, device, seed, backbone, backbone_options, **options
     )
     train = training_classes(train, rotate_classes=rotate_classes, reflect_classes=reflect_classes)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -160,7 +165,9 @@ def train_siamese(
     steps: int = 20_000,
     lr: float = 1e-3,
     margin: float | None = None,
-    hidden_channels: int = 64,
+    hidden_channels: int | None = None,
+    backbone: str = "conv4",
+    backbone_options: dict | None = None,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -185,6 +192,7 @@ def train_siamese(
             them (batch normalization then sees each rank's pairs only: close to one
             process's result, not equal).
         steps, lr: the budget and Adam's learning rate.
+        hidden_channels, backbone, backbone_options: the network, as in :func:`train_protonet`.
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
 
     Returns:
@@ -198,7 +206,9 @@ def train_siamese(
             "leave margin out, or use head='contrastive'"
         )
     margin = 1.0 if margin is None else margin
-    spec, learner, train = setup_recipe("siamese", train, hidden_channels, device, seed, head=head)
+    spec, learner, train = setup_recipe(
+        "siamese", train, hidden_channels, device, seed, backbone, backbone_options, head=head
+    )
     pairs = PairSampler(train, seed=seed)
     config = dict(n_pairs=n_pairs, steps=steps, lr=lr, seed=seed)
     if head == "contrastive":
@@ -245,7 +255,9 @@ def train_triplet(
     steps: int = 20_000,
     lr: float = 1e-3,
     rule: str = "nearest-support",
-    hidden_channels: int = 64,
+    hidden_channels: int | None = None,
+    backbone: str = "conv4",
+    backbone_options: dict | None = None,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -269,7 +281,9 @@ def train_triplet(
         ``(learner, history)``; ``history.metrics["active_fraction"]`` is the per-step
         fraction of mined triplets that still violate the margin.
     """
-    spec, learner, train = setup_recipe("triplet", train, hidden_channels, device, seed, rule=rule)
+    spec, learner, train = setup_recipe(
+        "triplet", train, hidden_channels, device, seed, backbone, backbone_options, rule=rule
+    )
     batches = PKSampler(train, n_classes, n_per_class, seed=seed)
     generator = torch.Generator(device=train.device).manual_seed(seed)
     config = dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class, margin=margin)

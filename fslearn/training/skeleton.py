@@ -14,23 +14,36 @@ import torch
 from ..data.dataset import FewShotDataset
 from ..distributed import SINGLE, World
 from ..evaluation import evaluate
+from ..models.registry import resolve_backbone_options
 from .checkpoint import Checkpoint
 from .specs import build_learner
 from .steps import StepHistory, train_steps
 
 
 def setup_recipe(
-    method: str, train: FewShotDataset, hidden_channels: int, device, seed: int, **options
+    method: str,
+    train: FewShotDataset,
+    hidden_channels: int | None,
+    device,
+    seed: int,
+    backbone: str = "conv4",
+    backbone_options: dict | None = None,
+    **options,
 ):
-    """``(spec, learner, train)``: the learner built from its spec, and the data, on ``device``."""
+    """``(spec, learner, train)``: the learner built from its spec, and the data, on ``device``.
+
+    The spec of a Conv4 records its width alone, ``hidden_channels``, as every spec did before
+    there were other backbones, so that those runs resume; another backbone's records its name
+    and options.
+    """
+    body = resolve_backbone_options(backbone, hidden_channels, backbone_options)
+    if backbone == "conv4" and set(body) <= {"hidden_channels"}:
+        network = {"hidden_channels": body.get("hidden_channels", 64)}
+    else:
+        network = {"backbone": backbone, "backbone_options": body}
     device = train.device if device is None else torch.device(device)
     train = train.to(device)
-    spec = {
-        "method": method,
-        "image_shape": list(train.image_shape),
-        "hidden_channels": hidden_channels,
-        **options,
-    }
+    spec = {"method": method, "image_shape": list(train.image_shape), **network, **options}
     return spec, build_learner(spec, seed=seed).to(device), train
 
 

@@ -1,9 +1,10 @@
 """Learners from a spec: what a checkpoint records so that the learner can be built again.
 
-A *spec* is a small JSON-able dict — the method, the image shape, the backbone's
-width and the method's own options — from which :func:`build_learner` builds the
-learner. The recipes build their learners this way and store the spec in their
-checkpoints; :func:`load_learner` reads a checkpoint back into a ready learner.
+A *spec* is a small JSON-able dict — the method, the image shape, the backbone (Conv4's
+width, or another backbone's name and options) and the method's own options — from which
+:func:`build_learner` builds the learner. The recipes build their learners this way and
+store the spec in their checkpoints; :func:`load_learner` reads a checkpoint back into a
+ready learner.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
 from ..methods.siamese import SiameseNet
 from ..models.classifier import Classifier
-from ..models.conv4 import Conv4
+from ..models.registry import (
+    UnknownBackboneError,
+    backbone_names,
+    build_backbone,
+    embedding_dim,
+    resolve_backbone_options,
+)
 from .checkpoint import read_checkpoint
 from .weights import NOT_ITS_OWN, load_weights
 
 #: The ``method`` of every spec, with the options each one's spec adds to
-#: ``image_shape`` and ``hidden_channels``.
+#: ``image_shape`` and the backbone's fields.
 SPEC_FIELDS = {
     "protonet": ("distance",),
     "siamese": ("head",),
@@ -41,31 +48,41 @@ def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
         spec: ``{"method": one of SPEC_FIELDS, "image_shape": [C, H, W],
             "hidden_channels": int, **the method's fields}``, e.g.
             ``{"method": "protonet", "image_shape": [1, 28, 28], "hidden_channels": 64,
-            "distance": "euclidean"}``.
+            "distance": "euclidean"}``, a Conv4 of that width; or with
+            ``"backbone": name, "backbone_options": {...}`` instead of
+            ``"hidden_channels"``, the backbone :func:`~fslearn.build_backbone` builds, e.g.
+            ``"backbone": "resnet12", "backbone_options": {"channels": [64, 160, 320, 640]}``.
         seed: seeds the initial weights.
 
     Raises:
         ValueError: an unknown method or a missing field (named).
+        UnknownBackboneError: a backbone name that is not registered
+            (:func:`~fslearn.register_backbone`).
     """
     method = spec.get("method")
     if method not in SPEC_FIELDS:
         raise ValueError(
             f"unknown method {method!r} in spec; expected one of {sorted(SPEC_FIELDS)}"
         )
-    missing = [f for f in ("image_shape", "hidden_channels", *SPEC_FIELDS[method]) if f not in spec]
+    # Specs without a backbone's name were all written for Conv4, which needs its width.
+    width = () if "backbone" in spec else ("hidden_channels",)
+    missing = [f for f in ("image_shape", *width, *SPEC_FIELDS[method]) if f not in spec]
     if missing:
         raise ValueError(f"a {method} spec needs the fields {missing}; got {sorted(spec)}")
-    shape, hidden = tuple(spec["image_shape"]), spec["hidden_channels"]
+    shape, name = tuple(spec["image_shape"]), spec.get("backbone", "conv4")
+    body = resolve_backbone_options(name, spec.get("hidden_channels"), spec.get("backbone_options"))
     if method == "maml":
-        model = maml_classifier(spec["n_way"], shape, hidden, seed=seed)
+        model = maml_classifier(
+            spec["n_way"], shape, seed=seed, backbone=name, backbone_options=body
+        )
         options = {k: spec[k] for k in SPEC_FIELDS["maml"][1:]}
         # Optional: specs written before there was a choice ran what "auto" picks.
         return MAML(model, **options, strategy=spec.get("strategy", "auto"))
-    backbone = Conv4(shape[0], hidden, seed=seed)
+    backbone = build_backbone(name, shape[0], seed=seed, **body)
     if method == "protonet":
         return ProtoNet(backbone, spec["distance"])
     if method == "siamese":
-        return SiameseNet(backbone, backbone.embedding_dim(shape), spec["head"], seed=seed)
+        return SiameseNet(backbone, embedding_dim(backbone, shape), spec["head"], seed=seed)
     if method == "triplet":
         return NearestNeighbourLearner(backbone, spec["rule"])
     if spec.get("head") == "cosine":  # Baseline++'s pre-training; older specs have no "head"
@@ -108,6 +125,13 @@ def load_learner(
     """
     payload = read_checkpoint(path)
     spec = payload["spec"]
+    if spec.get("backbone", "conv4") not in backbone_names():
+        raise UnknownBackboneError(
+            f"{path} holds a learner on the backbone {spec['backbone']!r}, which is not "
+            f"registered in this process (registered: {list(backbone_names())}). Register the "
+            f"factory it was trained with before loading it: fsl.register_backbone("
+            f"{spec['backbone']!r}, factory), then fsl.load_learner"
+        )
     if image_shape is not None and tuple(spec["image_shape"]) != tuple(image_shape):
         raise ValueError(
             f"{path} was trained on images of shape image_shape={tuple(spec['image_shape'])}, "
