@@ -78,7 +78,10 @@ def _cache_problem(saved: dict, image_size: int) -> str | None:
     if not isinstance(images, torch.Tensor) or not isinstance(counts, torch.Tensor):
         return "images or counts is not a tensor"
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, image_size, image_size):
-        return f"images are {images.dtype} of shape {tuple(images.shape)}"
+        return (
+            f"images are {images.dtype} of shape {tuple(images.shape)}; expected torch.uint8 of "
+            f"shape (n_images, 3, {image_size}, {image_size})"
+        )
     if counts.dim() != 1 or len(counts) != len(names) or int(counts.sum()) != len(images):
         return f"{len(images)} images, counts of shape {tuple(counts.shape)}, {len(names)} classes"
     if not all(isinstance(name, str) for name in names):
