@@ -175,7 +175,12 @@ def create(path, image_shape, counts, *, name: str, class_names, groups, source)
             # A rename cannot replace a folder that is not empty: move the old one aside first.
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
             os.replace(path, old / "cache")
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as error:
+            # Another process (a rank of the same run) renamed its copy in first: keep it.
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (path / INDEX).exists():
+                raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
