@@ -368,4 +368,10 @@ def test_cli_trains_on_a_colour_folder_without_rotations_and_evaluates_it(tmp_pa
     result = fslearn("eval", out / "checkpoint.pt", "--data-root", data, "--n-way", 3,
                      "--n-query", 2, "--episodes", 2, "--json", "--no-progress")  # fmt: skip
     assert json.loads(result.stdout)["n_way"] == 3
-    fails("train", "protonet", "--image-size", 16, match="--image-size apply to --dataset folder")
+    fails(
+        "train",
+        "protonet",
+        "--image-size",
+        16,
+        match="--image-size applies to --dataset folder, not embedded",
+    )

@@ -80,7 +80,8 @@ def image_options(args, dataset: str | None = None, image_shape=None) -> dict:
         flags = [f"--{key.replace('_', '-')}" for key, value in given.items() if value is not None]
         if flags and dataset is not None:
             raise UsageError(
-                f"{' and '.join(flags)} apply to --dataset folder, not {dataset} (whose images "
+                f"{' and '.join(flags)} appl{'y' if len(flags) > 1 else 'ies'} to --dataset "
+                f"folder, not {dataset} (whose images "
                 "have their fixed size): leave them out"
             )
         return {}
