@@ -112,9 +112,7 @@ def test_bad_episode_shapes_name_the_numbers(args, message):
 
 
 def test_bad_task_count():
-    with pytest.raises(
-        ValueError, match=r"n_tasks must be a positive integer; got 0"
-    ):
+    with pytest.raises(ValueError, match=r"n_tasks must be a positive integer; got 0"):
         EpisodeSampler(labelled_dataset(), 2, 1, 1).sample_tasks(0)
 
 

@@ -226,3 +226,50 @@ def test_episodes_sent_to_another_device_are_the_same(device):
     else:  # another generator draws the indices there; the episodes are right either way
         classes, instances = decode(on_host.query_x.cpu())
         assert (instances < torch.tensor(COUNTS)[classes]).all()
+
+
+def test_every_sampler_sends_its_draws_where_asked(device):
+    """A set kept on the host, the draws on ``device``: the same draws as on the host."""
+    dataset = ragged()
+    episodes = fsl.EpisodeSet(dataset, 3, 1, 2, n_episodes=10, seed=0, device=device)
+    assert episodes.batch(0, 4).query_x.device.type == device.type
+    assert torch.equal(
+        episodes.batch(0, 4).query_x.cpu(),
+        fsl.EpisodeSet(dataset, 3, 1, 2, n_episodes=10, seed=0).batch(0, 4).query_x,
+    )
+    pairs = fsl.PairSampler(dataset, seed=1, device=device).sample(8)
+    assert all(t.device.type == device.type for t in pairs)
+    on_host = fsl.PairSampler(dataset, seed=1).sample(8)
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(pairs, on_host, strict=True))
+    x, y = fsl.PKSampler(dataset, 3, 2, seed=1, device=device).sample()
+    x_host, y_host = fsl.PKSampler(dataset, 3, 2, seed=1).sample()
+    assert torch.equal(x.cpu(), x_host) and torch.equal(y.cpu(), y_host)
+
+
+def test_a_set_too_large_for_the_device_stays_on_the_host(monkeypatch):
+    from fslearn.sampling import transfer
+
+    dataset = ragged()  # 40 images of 36 bytes: 1 440 bytes
+    monkeypatch.setattr(transfer, "available_bytes", lambda device: 2_000)
+    assert not transfer.fits_on(dataset, torch.device("cuda"))  # more than half of 2 000
+    monkeypatch.setattr(transfer, "available_bytes", lambda device: 3_000)
+    assert transfer.fits_on(dataset, torch.device("cuda"))
+    monkeypatch.setattr(transfer, "available_bytes", lambda device: None)
+    assert transfer.fits_on(dataset, torch.device("cuda"))  # unknown: move it, as before
+    assert transfer.fits_on(dataset, torch.device("cpu"))  # there already
+
+
+def test_recipes_leave_a_set_that_does_not_fit_where_it_is(monkeypatch):
+    from fslearn.training import skeleton
+
+    dataset = ragged()
+    monkeypatch.setattr(skeleton, "fits_on", lambda train, device: False)
+    _, learner, train = skeleton.setup_recipe(
+        "protonet", dataset, 8, "cpu", 0, distance="euclidean"
+    )
+    assert train is dataset  # not copied: the sampler sends each draw over
+    monkeypatch.setattr(skeleton, "fits_on", lambda train, device: True)
+    assert (
+        skeleton.setup_recipe("protonet", dataset, 8, "cpu", 0, distance="euclidean")[2]
+        is not dataset
+    )

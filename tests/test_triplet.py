@@ -180,7 +180,8 @@ def test_pk_sampler_is_seeded_and_varies(device):
         ((13, 2), r"n_classes=13 but labelled has only 12 classes; use n_classes ≤ 12"),
         (
             (4, 11),
-            r"n_per_class=11 images per class, but labelled has only 10 per class; use n_per_class ≤ 10",
+            r"n_per_class=11 images per class, but labelled has only 10 per class; "
+            r"use n_per_class ≤ 10",
         ),
         ((1, 4), r"n_classes must be an integer ≥ 2 .*; got 1"),
         ((4, 1), r"n_per_class must be an integer ≥ 2 .*; got 1"),

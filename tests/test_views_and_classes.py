@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import fslearn as fsl
+from fslearn.data.symmetries import training_classes
 from fslearn.methods import views as views_module
 from fslearn.methods.views import AVERAGEABLE_METHODS, check_views_memory, views_bytes
 from fslearn.room import available_bytes
-from fslearn.training.metric_recipes import training_classes
 from fslearn.training.specs import SPEC_FIELDS, build_learner
 
 from synthetic import fails, fslearn, labelled_dataset

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import FewShotDataset
+from ..data.symmetries import training_classes
 from ..distributed import world_from_env
 from ..methods.strategies import resolve_strategy
 from ..models.registry import check_backbone_options
 from ..sampling.shapes import check_episode_shape
-from ..training.metric_recipes import training_classes
 from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
 from .eval_commands import describe, test_checkpoint
 from .run_folder import RunCheckpoint, RunLock, check_folder, snapshot

@@ -91,3 +91,16 @@ def with_reflections(dataset: FewShotDataset) -> FewShotDataset:
         f"{dataset.name} and its mirror image",
         counts=dataset.count_list * 2,
     )
+
+
+def training_classes(
+    train: FewShotDataset, *, rotate_classes: bool = False, reflect_classes: bool = False
+) -> FewShotDataset:
+    """The classes :func:`train_protonet` trains on: ``train``, with each class's mirror image
+    (``reflect_classes``), then each class's rotations (``rotate_classes``), as classes of
+    their own (8 per class with both)."""
+    if reflect_classes:
+        train = with_reflections(train)
+    if rotate_classes:
+        train = with_rotations(train)
+    return train

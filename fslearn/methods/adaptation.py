@@ -6,22 +6,10 @@ MAML and the fine-tuning baselines share the machinery of adaptation: a classifi
 descent on the support loss, each step one :func:`torch.func.grad`. What adapts at test time
 (``test_adapt``: every parameter, or the head alone) and how batch norm normalises the test
 images (``test_bn``, :mod:`fslearn.methods.batch_norm_modes`) are choices of every one of them.
-Batches of tasks (a leading ``T`` dimension) run one of two ways, the same numbers
-either way (the oracle tests hold both to a per-task autograd loop in float64):
-
-- ``"vmap"``: all tasks at once under :func:`torch.func.vmap`, each inner step a
-  :func:`torch.func.grad`: a few large kernels instead of ``T`` small ones, which is what a
-  GPU wants;
-- ``"loop"``: one task after another, each inner step a plain ``torch.autograd.grad``, with
-  torch's own batch-norm kernel (exact outside ``vmap``): the faster of the two on a CPU,
-  where kernel launches cost little and ``vmap``'s batching rules cost a lot.
-
-``strategy="auto"`` (the default) picks ``"loop"`` on a CPU and ``"vmap"`` elsewhere.
-
-BatchNorm under ``vmap`` cannot update running statistics, so a model adapted
-this way never updates them: it normalises with per-task batch statistics
-(``track_running_stats=False``, what MAML's original code does), with the frozen running
-statistics of pre-training, or with the support set's statistics (``test_bn``).
+Batches of tasks (a leading ``T`` dimension) run all at once under :func:`torch.func.vmap`
+(``"vmap"``: a few large kernels, what a GPU wants) or one after another with plain
+autograd and torch's own batch-norm kernel (``"loop"``: faster on a CPU); ``"auto"`` picks
+by device (no running statistics are updated either way: ``vmap`` cannot update them).
 """
 
 from __future__ import annotations

@@ -1,5 +1,13 @@
 """How a batch of tasks runs in the gradient learners: all at once under ``vmap``, or one
-after another with plain autograd; the same numbers either way."""
+after another with plain autograd; the same numbers either way.
+
+- ``"vmap"``: all tasks at once under :func:`torch.func.vmap`, each inner step a
+  :func:`torch.func.grad`: a few large kernels instead of ``T`` small ones, which is what a
+  GPU wants;
+- ``"loop"``: one task after another, each inner step a plain ``torch.autograd.grad``, with
+  torch's own batch-norm kernel (exact outside ``vmap``): the faster of the two on a CPU,
+  where kernel launches cost little and ``vmap``'s batching rules cost a lot.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .transfer import uniform_numbers
+
 #: At ``strength=1``: the largest rotation (degrees), shear, change of scale and shift (a
 #: fraction of the image's half-width) of :func:`random_affine`.
 AFFINE_RANGES = {"rotation": 15.0, "shear": 0.3, "scale": 0.15, "shift": 0.1}
@@ -79,7 +81,7 @@ def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) 
     flat = x.reshape(-1, *shape[-3:])
 
     def uniform(limit: float) -> torch.Tensor:
-        u = torch.rand(flat.shape[0], generator=generator, device=x.device)
+        u = uniform_numbers((flat.shape[0],), generator, x.device)
         return (2 * u - 1) * limit * strength
 
     angle = uniform(AFFINE_RANGES["rotation"]) * math.pi / 180

@@ -25,6 +25,8 @@ class EpisodeSet:
         n_way, n_shot, n_query: the episode shape (15 queries is the standard).
         n_episodes: how many (600 for miniImageNet, 1 000 for Omniglot by convention).
         seed: which episodes.
+        device: where the episodes go, when not where the dataset is (a set kept on the
+            host for a GPU run; see :class:`~fslearn.EpisodeSampler`).
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class EpisodeSet:
         n_episodes: int = 1000,
         *,
         seed: int = 0,
+        device=None,
     ):
         n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
         n_episodes = check_positive_int("n_episodes", n_episodes)
@@ -43,6 +46,7 @@ class EpisodeSet:
         self.dataset = dataset
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
         self.seed = seed
+        self.device = dataset.device if device is None else torch.device(device)
         self.classes = random_subsets((n_episodes,), dataset.n_classes, n_way, generator, "cpu")
         self.rows = random_rows(dataset, self.classes, n_shot + n_query, generator)
 
@@ -61,13 +65,14 @@ class EpisodeSet:
         )
 
     def batch(self, start: int, stop: int) -> Episode:
-        """Episodes ``start..stop-1`` stacked on a leading dimension, on the dataset's device."""
-        device = self.dataset.device
+        """Episodes ``start..stop-1`` stacked on a leading dimension, on :attr:`device`."""
+        where = self.dataset.device
         return assemble_episodes(
             self.dataset,
-            self.classes[start:stop].to(device),
-            self.rows[start:stop].to(device),
+            self.classes[start:stop].to(where),
+            self.rows[start:stop].to(where),
             self.n_shot,
+            device=self.device,
         )
 
     def __getitem__(self, index: int) -> Episode:

@@ -21,6 +21,7 @@ from ..data.dataset import FewShotDataset, to_float
 from .augment import check_strength, random_affine
 from .shapes import check_episode_shape
 from .subsets import random_rows, random_subsets
+from .transfer import deliver
 
 
 @dataclass
@@ -83,14 +84,10 @@ def assemble_episodes(dataset, classes, rows, n_shot, quarter_turns=None, device
     copied without blocking the host.
     """
     n_tasks, n_way = classes.shape
-    x = dataset.flat_images[rows]  # (T, n_way, K+Q, C, H, W)
-    if device is not None and torch.device(device) != x.device:
-        if torch.device(device).type == "cuda" and x.device.type == "cpu":
-            x = x.pin_memory()
-        x = x.to(device, non_blocking=True)
-        classes = classes.to(device, non_blocking=True)
+    x = deliver(dataset.flat_images[rows], device)  # (T, n_way, K+Q, C, H, W)
+    classes = deliver(classes, device)
     if quarter_turns is not None:
-        x = _rotate_per_class(x, quarter_turns.to(x.device))
+        x = _rotate_per_class(x, deliver(quarter_turns, x.device))
     x = to_float(x)
     n_query = rows.shape[-1] - n_shot
     labels = torch.arange(n_way, device=x.device)[None, :, None]
@@ -214,12 +211,6 @@ class EpisodeSampler:
         self.transform = check_transform(transform)
         self.device = dataset.device if device is None else torch.device(device)
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
-        # Augmentations draw where the images end up; one generator when that is the same.
-        self.image_generator = (
-            self.generator
-            if self.device == dataset.device
-            else torch.Generator(device=self.device).manual_seed(seed)
-        )
 
     def __repr__(self) -> str:
         where = f" → {self.device}" if self.device != self.dataset.device else ""
@@ -249,14 +240,14 @@ class EpisodeSampler:
         if self.augment:
             episode = replace(
                 episode,
-                support_x=random_affine(episode.support_x, self.augment, self.image_generator),
-                query_x=random_affine(episode.query_x, self.augment, self.image_generator),
+                support_x=random_affine(episode.support_x, self.augment, self.generator),
+                query_x=random_affine(episode.query_x, self.augment, self.generator),
             )
         if self.transform is not None:
             episode = replace(
                 episode,
-                support_x=apply_transform(self.transform, episode.support_x, self.image_generator),
-                query_x=apply_transform(self.transform, episode.query_x, self.image_generator),
+                support_x=apply_transform(self.transform, episode.support_x, self.generator),
+                query_x=apply_transform(self.transform, episode.query_x, self.generator),
             )
         return episode
 
@@ -283,12 +274,7 @@ class EpisodeSampler:
 
     def state_dict(self) -> dict:
         """The generator state, so a resumed run draws the same episodes."""
-        state = {"generator": self.generator.get_state()}
-        if self.image_generator is not self.generator:
-            state["image_generator"] = self.image_generator.get_state()
-        return state
+        return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        if "image_generator" in state and self.image_generator is not self.generator:
-            self.image_generator.set_state(state["image_generator"])

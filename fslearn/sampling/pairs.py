@@ -9,6 +9,7 @@ from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .shapes import check_class_sizes
 from .subsets import random_rows, random_subsets
+from .transfer import deliver
 
 
 def _sizes(dataset: FewShotDataset) -> str:
@@ -24,12 +25,14 @@ class PairSampler:
             never show the evaluation classes); move it to the GPU first to
             sample on the GPU.
         seed: seeds the sampler's own generator (on the dataset's device).
+        device: where the pairs go, when not where the dataset is (a set kept on the host
+            for a GPU run; see :class:`~fslearn.EpisodeSampler`).
 
     Example:
         >>> x1, x2, same = PairSampler(background, seed=0).sample(128)   # x1: (128, 1, 28, 28)
     """
 
-    def __init__(self, dataset: FewShotDataset, *, seed: int = 0):
+    def __init__(self, dataset: FewShotDataset, *, seed: int = 0, device=None):
         if dataset.n_classes < 2:
             raise ValueError(
                 f"{dataset.name} has {dataset.n_classes} class; "
@@ -42,6 +45,7 @@ class PairSampler:
             "add a second image to each class",
         )
         self.dataset = dataset
+        self.device = dataset.device if device is None else torch.device(device)
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
 
     def __repr__(self) -> str:
@@ -79,5 +83,5 @@ class PairSampler:
         same = torch.cat([torch.ones(half, device=device), torch.zeros(half, device=device)])
         # Interleave positives and negatives so no batch slice is all of one kind.
         order = torch.randperm(n_pairs, generator=g, device=device)
-        x = to_float(data.flat_images[rows[order]])  # (n_pairs, 2, C, H, W)
-        return x[:, 0], x[:, 1], same[order]
+        x = to_float(deliver(data.flat_images[rows[order]], self.device))  # (n_pairs, 2, C, H, W)
+        return x[:, 0], x[:, 1], deliver(same[order], self.device)

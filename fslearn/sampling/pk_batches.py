@@ -8,6 +8,7 @@ from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .shapes import check_class_sizes
 from .subsets import random_rows, random_subsets
+from .transfer import deliver
 
 
 class PKSampler:
@@ -19,12 +20,22 @@ class PKSampler:
         n_classes: P, classes per batch (at least 2: a triplet needs a negative).
         n_per_class: K, images per class (at least 2: a triplet needs a positive).
         seed: seeds the sampler's own generator (on the dataset's device).
+        device: where the batches go, when not where the dataset is (a set kept on the host
+            for a GPU run; see :class:`~fslearn.EpisodeSampler`).
 
     Example:
         >>> x, y = PKSampler(background, n_classes=16, n_per_class=4).sample()  # x: (64, 1, 28, 28)
     """
 
-    def __init__(self, dataset: FewShotDataset, n_classes: int, n_per_class: int, *, seed: int = 0):
+    def __init__(
+        self,
+        dataset: FewShotDataset,
+        n_classes: int,
+        n_per_class: int,
+        *,
+        seed: int = 0,
+        device=None,
+    ):
         why = "a triplet needs a positive and a negative"
         n_classes = check_positive_int("n_classes", n_classes, minimum=2, why=why)
         n_per_class = check_positive_int("n_per_class", n_per_class, minimum=2, why=why)
@@ -41,6 +52,7 @@ class PKSampler:
         )
         self.dataset = dataset
         self.n_classes, self.n_per_class = n_classes, n_per_class
+        self.device = dataset.device if device is None else torch.device(device)
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
 
     def __repr__(self) -> str:
@@ -63,6 +75,6 @@ class PKSampler:
             (), self.dataset.n_classes, self.n_classes, self.generator, device
         )  # (P,)
         rows = random_rows(self.dataset, classes, self.n_per_class, self.generator)  # (P, K)
-        x = self.dataset.flat_images[rows.flatten()]  # (P*K, C, H, W)
+        x = deliver(self.dataset.flat_images[rows.flatten()], self.device)  # (P*K, C, H, W)
         y = torch.arange(self.n_classes, device=device).repeat_interleave(self.n_per_class)
-        return to_float(x), y
+        return to_float(x), deliver(y, self.device)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import check_strength, random_affine
+from .transfer import uniform_numbers
 
 #: The weights of red, green and blue in an image's grey level (ITU-R 601, as torchvision).
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -69,7 +70,7 @@ def _check_amount(name: str, value) -> float:
 
 
 def _uniform(n: int, low, high, generator: torch.Generator, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+    return low + (high - low) * uniform_numbers((n,), generator, device)
 
 
 def crop_boxes(
@@ -98,7 +99,7 @@ def crop_boxes(
     fits = (w <= width) & (h <= height)
     first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first that fits, or 0
     w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
-    position = torch.rand(n, 2, generator=generator, device=device)
+    position = uniform_numbers((n, 2), generator, device)
     left, top = position[:, 0] * (width - w), position[:, 1] * (height - h)
     # torchvision's fallback: the whole image, trimmed to the nearest aspect in ratio
     fit_w, fit_h = float(width), float(height)
@@ -181,7 +182,7 @@ def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> 
     _check_images(x)
     if not 0 <= _number(p) <= 1:
         raise ValueError(f"p must be a probability from 0 to 1; got {p!r}")
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < p
+    flip = uniform_numbers((x.shape[0],), generator, x.device) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ..common import model_device
 from ..data.dataset import FewShotDataset
 from ..distributed import SINGLE, World
 from ..methods.baseline_pp import default_scale
@@ -128,7 +129,9 @@ def train_maml(
     )
     device = train.device
     rotate = rotates_by_default(train) if rotate is None else rotate
-    sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, rotate=rotate)
+    sampler = EpisodeSampler(
+        train, n_way, n_shot, n_query, seed=seed, rotate=rotate, device=model_device(learner)
+    )
     weights_list = None if step_weights is None else list(step_weights)
     config = dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr)
     track_recipe(

@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..common import model_device
 from ..data.dataset import FewShotDataset
-from ..data.symmetries import with_reflections, with_rotations
+from ..data.symmetries import training_classes
 from ..distributed import SINGLE, World
 from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
@@ -26,19 +27,6 @@ from ..sampling.pk_batches import PKSampler
 from .checkpoint import Checkpoint
 from .skeleton import run_recipe, setup_recipe, track_recipe
 from .steps import StepHistory
-
-
-def training_classes(
-    train: FewShotDataset, *, rotate_classes: bool = False, reflect_classes: bool = False
-) -> FewShotDataset:
-    """The classes :func:`train_protonet` trains on: ``train``, with each class's mirror image
-    (``reflect_classes``), then each class's rotations (``rotate_classes``), as classes of
-    their own (8 per class with both)."""
-    if reflect_classes:
-        train = with_reflections(train)
-    if rotate_classes:
-        train = with_rotations(train)
-    return train
 
 
 def train_protonet(
@@ -112,7 +100,9 @@ def train_protonet(
     train = training_classes(train, rotate_classes=rotate_classes, reflect_classes=reflect_classes)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
-    sampler = EpisodeSampler(train, n_way, n_shot, n_query, seed=seed, augment=augment)
+    sampler = EpisodeSampler(
+        train, n_way, n_shot, n_query, seed=seed, augment=augment, device=model_device(learner)
+    )
     mine = world.share(episodes_per_step, "episodes_per_step")
     config = dict(
         n_way=n_way, n_shot=n_shot, n_query=n_query, steps=steps, lr=lr, halve_every=halve_every
@@ -209,7 +199,7 @@ def train_siamese(
     spec, learner, train = setup_recipe(
         "siamese", train, hidden_channels, device, seed, backbone, backbone_options, head=head
     )
-    pairs = PairSampler(train, seed=seed)
+    pairs = PairSampler(train, seed=seed, device=model_device(learner))
     config = dict(n_pairs=n_pairs, steps=steps, lr=lr, seed=seed)
     if head == "contrastive":
         config["margin"] = margin
@@ -284,8 +274,8 @@ def train_triplet(
     spec, learner, train = setup_recipe(
         "triplet", train, hidden_channels, device, seed, backbone, backbone_options, rule=rule
     )
-    batches = PKSampler(train, n_classes, n_per_class, seed=seed)
-    generator = torch.Generator(device=train.device).manual_seed(seed)
+    batches = PKSampler(train, n_classes, n_per_class, seed=seed, device=model_device(learner))
+    generator = torch.Generator(device=batches.device).manual_seed(seed)
     config = dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class, margin=margin)
     track_recipe(
         checkpoint,

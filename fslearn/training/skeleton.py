@@ -15,6 +15,7 @@ from ..data.dataset import FewShotDataset
 from ..distributed import SINGLE, World
 from ..evaluation import evaluate
 from ..models.registry import resolve_backbone_options
+from ..sampling.transfer import fits_on
 from .checkpoint import Checkpoint
 from .specs import build_learner
 from .steps import StepHistory, train_steps
@@ -32,6 +33,10 @@ def setup_recipe(
 ):
     """``(spec, learner, train)``: the learner built from its spec, and the data, on ``device``.
 
+    A set that would take more than half of what a GPU has left stays where it is (the host,
+    or a memory-mapped file): the recipe's sampler then sends each draw's images over
+    (``EpisodeSampler(device=)``), and the learner alone lives on the GPU.
+
     The spec of a Conv4 records its width alone, ``hidden_channels``, as every spec did before
     there were other backbones, so that those runs resume; another backbone's records its name
     and options.
@@ -42,7 +47,8 @@ def setup_recipe(
     else:
         network = {"backbone": backbone, "backbone_options": body}
     device = train.device if device is None else torch.device(device)
-    train = train.to(device)
+    if fits_on(train, device):
+        train = train.to(device)
     spec = {"method": method, "image_shape": list(train.image_shape), **network, **options}
     return spec, build_learner(spec, seed=seed).to(device), train
 
