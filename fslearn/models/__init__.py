@@ -1,1 +1,2 @@
-"""Stage 3: the networks — Conv4, its task batch norm, a classifier head (chapters 2 and 7)."""
+"""Stage 3: the networks — Conv4, ResNet-12 and backbones by name, per-task batch norm, a
+classifier head (chapters 2 and 7)."""
