@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -46,12 +45,12 @@ def _resnet12(in_channels, *, seed=None, track_running_stats=True, channels=(64,
 
 
 BUILT_IN = {"conv4": _conv4, "resnet12": _resnet12}
-_FACTORIES: dict[str, Callable[..., nn.Module]] = dict(BUILT_IN)
+_FACTORIES = dict(BUILT_IN)
 #: What a factory receives from fslearn itself, never from the options of a spec.
 RESERVED = ("in_channels", "seed", "track_running_stats")
 
 
-def register_backbone(name: str, factory: Callable[..., nn.Module]) -> None:
+def register_backbone(name: str, factory) -> None:
     """Make ``factory`` the backbone called ``name``, for every recipe, spec and checkpoint.
 
     Args:
