@@ -50,8 +50,8 @@ class FewShotDataset:
     - any sizes: ``images`` of shape ``(n_images, C, H, W)``, class-major (class 0's
       images first), with ``counts`` giving each class's number of images.
 
-    Either way the images are held as one flat uint8 tensor, :attr:`flat_images`, with
-    each class's :attr:`offsets` and :attr:`counts`; the samplers draw from each class's
+    Either way the images are held as one flat uint8 tensor, ``flat_images``, with
+    each class's ``offsets`` and ``counts``; the samplers draw from each class's
     own count on the dataset's device. The flat tensor may be a memory-mapped file
     (:func:`~fslearn.load_folder` maps a cache larger than memory allows): samplers then
     read only the images each episode needs.
@@ -64,6 +64,12 @@ class FewShotDataset:
             within-group test draws its tasks inside one group.
         name: a short label for printing.
         counts: the images of each class, for the flat form (``None``: equal sizes).
+
+    Attributes:
+        flat_images: every image, ``(n_images, C, H, W)`` uint8, class by class.
+        counts: each class's number of images, ``(n_classes,)`` int64 on the device.
+        offsets: the row of ``flat_images`` where each class starts, ``(n_classes,)``.
+        count_list: ``counts`` as a list of ints (on the host, for checks and messages).
 
     Raises:
         ValueError: a shape, count or name list that does not match (the numbers named).
@@ -173,7 +179,7 @@ class FewShotDataset:
         """The images of every class, for a set of equal classes.
 
         Raises:
-            ValueError: the classes have different sizes (then use :attr:`counts`).
+            ValueError: the classes have different sizes (then use ``counts``).
         """
         if self.is_ragged:
             raise ValueError(
@@ -188,7 +194,7 @@ class FewShotDataset:
         """The images as ``(n_classes, n_per_class, C, H, W)``, for a set of equal classes.
 
         Raises:
-            ValueError: the classes have different sizes (then use :attr:`flat_images`,
+            ValueError: the classes have different sizes (then use ``flat_images``,
                 :meth:`class_images`).
         """
         if self.is_ragged:

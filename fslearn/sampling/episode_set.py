@@ -65,7 +65,7 @@ class EpisodeSet:
         )
 
     def batch(self, start: int, stop: int) -> Episode:
-        """Episodes ``start..stop-1`` stacked on a leading dimension, on :attr:`device`."""
+        """Episodes ``start..stop-1`` stacked on a leading dimension, on ``device``."""
         where = self.dataset.device
         return assemble_episodes(
             self.dataset,

@@ -84,7 +84,7 @@ def train_maml(
     Args:
         train: the training classes (move them to the GPU first to train there).
         rotate: rotate each class of each task by a random multiple of 90°; ``None`` (the
-            default) follows the dataset's convention (:func:`rotates_by_default`): characters
+            default) follows the dataset's convention (``rotates_by_default``): characters
             (one channel, e.g. Omniglot) rotate, as in Finn et al.'s Omniglot protocol, photos
             (three channels, e.g. miniImageNet) do not, as in their miniImageNet protocol.
         first_order, anil: FOMAML or ANIL instead of second-order MAML.
