@@ -81,9 +81,10 @@ from .training.batches import History, fit, iterations_per_epoch
 from .training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
 from .training.gradient_recipes import train_maml, train_pretrained
 from .training.memory import activation_bytes
-from .training.metric_recipes import train_protonet, train_siamese, train_triplet
+from .training.metric_recipes import train_protonet, train_siamese
 from .training.specs import build_learner, load_learner
 from .training.steps import StepHistory, train_steps
+from .training.triplet_recipe import train_triplet
 
 __version__ = "0.1.0"
 

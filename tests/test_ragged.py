@@ -273,3 +273,40 @@ def test_recipes_leave_a_set_that_does_not_fit_where_it_is(monkeypatch):
         skeleton.setup_recipe("protonet", dataset, 8, "cpu", 0, distance="euclidean")[2]
         is not dataset
     )
+
+
+@pytest.mark.parametrize("recipe", ["protonet", "maml"])
+def test_recipes_transform_training_episodes_only(recipe, tmp_path):
+    seen = []
+
+    def darken(x, generator):
+        seen.append(len(x))
+        return x * torch.rand(len(x), 1, 1, 1, generator=generator)
+
+    train = fsl.FewShotDataset.from_classes(
+        [torch.randint(0, 255, (n, 1, 16, 16), dtype=torch.uint8) for n in (3, 5, 4, 6)],
+        ["a", "b", "c", "d"],
+        ["g"] * 4,
+    )
+    val = fsl.EpisodeSet(train, 2, 1, 1, n_episodes=2)
+    options = dict(
+        n_way=2,
+        n_shot=1,
+        n_query=1,
+        steps=2,
+        hidden_channels=4,
+        transform=darken,
+        val_episodes=val,
+        eval_every=1,
+        progress=False,
+        checkpoint=fsl.Checkpoint(tmp_path / "run.pt"),
+    )
+    if recipe == "maml":
+        fsl.train_maml(train, meta_batch=2, **options)
+    else:
+        fsl.train_protonet(train, **options)
+    # Support, then query, each one batch (of both tasks, for MAML's meta-batch of 2), at
+    # each of the 2 training steps, and none for the validation episodes.
+    assert seen == [4 if recipe == "maml" else 2] * 4
+    config = fsl.read_checkpoint(tmp_path / "run.pt")["config"]
+    assert config["transform"].startswith("<function test_recipes_transform_training")

@@ -15,8 +15,9 @@ from ..evaluation.groups import evaluate_within_groups
 from ..methods.prototypes import NearestPrototype
 from ..methods.views import with_test_views
 from ..training.gradient_recipes import train_pretrained
-from ..training.metric_recipes import train_protonet, train_triplet
+from ..training.metric_recipes import train_protonet
 from ..training.presets import MINIMAL, MINIMAL_TEST_VIEWS
+from ..training.triplet_recipe import train_triplet
 from .timing import sync
 
 #: The first row: a prototypical network as ``fslearn train protonet`` trains it, on 20-way

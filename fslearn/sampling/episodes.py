@@ -254,8 +254,9 @@ class EpisodeSampler:
     def sample(self, n_tasks: int | None = None) -> Episode:
         """One episode: ``support_x`` of shape ``(n_way * n_shot, C, H, W)``, and so on.
 
-        ``sample(n_tasks)`` is the old spelling of :meth:`~fslearn.EpisodeSampler.sample_tasks` (deprecated: its
-        shape depended on whether ``n_tasks`` was given).
+        ``sample(n_tasks)`` is the old spelling of
+        :meth:`~fslearn.EpisodeSampler.sample_tasks` (deprecated: its shape depended on
+        whether ``n_tasks`` was given).
         """
         if n_tasks is not None:
             warnings.warn(

@@ -51,6 +51,7 @@ def train_maml(
     backbone: str = "conv4",
     backbone_options: dict | None = None,
     rotate: bool | None = None,
+    transform=None,
     step_weights=None,
     record_steps: bool = False,
     compile: bool = False,
@@ -87,6 +88,9 @@ def train_maml(
             default) follows the dataset's convention (``rotates_by_default``): characters
             (one channel, e.g. Omniglot) rotate, as in Finn et al.'s Omniglot protocol, photos
             (three channels, e.g. miniImageNet) do not, as in their miniImageNet protocol.
+        transform: a batched transform of every training task's images, e.g.
+            :class:`~fslearn.Augment` for photos (``EpisodeSampler(transform=)``); never
+            applied to ``val_episodes``. A checkpoint records its ``repr``.
         first_order, anil: FOMAML or ANIL instead of second-order MAML.
         hidden_channels, backbone, backbone_options: the network: Conv4 of width
             ``hidden_channels`` (default 64) unless ``backbone`` names another
@@ -127,10 +131,10 @@ def train_maml(
         anil=anil,
         **({} if strategy == "auto" else {"strategy": strategy}),
     )
-    device = train.device
+    device = model_device(learner)
     rotate = rotates_by_default(train) if rotate is None else rotate
     sampler = EpisodeSampler(
-        train, n_way, n_shot, n_query, seed=seed, rotate=rotate, device=model_device(learner)
+        train, n_way, n_shot, n_query, seed=seed, rotate=rotate, transform=transform, device=device
     )
     weights_list = None if step_weights is None else list(step_weights)
     config = dict(n_shot=n_shot, n_query=n_query, meta_batch=meta_batch, steps=steps, lr=lr)
@@ -141,6 +145,7 @@ def train_maml(
         {
             **config,
             "rotate": rotate,
+            **({"transform": repr(transform)} if transform is not None else {}),
             "step_weights": weights_list,
             "seed": seed,
             "maml_strategy": learner.strategy_for(device),

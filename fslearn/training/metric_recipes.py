@@ -1,4 +1,5 @@
-"""Recipes of the metric learners: prototypical networks, Siamese networks, the triplet loss.
+"""Recipes of the metric learners: prototypical networks and Siamese networks (the triplet
+loss's is in ``triplet_recipe.py``).
 
 Each ``train_*`` function takes the training classes (and optionally validation
 episodes), builds the learner, trains it with :func:`~fslearn.train_steps`, and
@@ -17,13 +18,10 @@ from ..common import model_device
 from ..data.dataset import FewShotDataset
 from ..data.symmetries import training_classes
 from ..distributed import SINGLE, World
-from ..methods.nearest_neighbour import NearestNeighbourLearner
 from ..methods.prototypes import ProtoNet
 from ..methods.siamese import SiameseNet, contrastive_loss
-from ..methods.triplet import triplet_batch_loss
 from ..sampling.episodes import EpisodeSampler
 from ..sampling.pairs import PairSampler
-from ..sampling.pk_batches import PKSampler
 from .checkpoint import Checkpoint
 from .skeleton import run_recipe, setup_recipe, track_recipe
 from .steps import StepHistory
@@ -46,6 +44,7 @@ def train_protonet(
     rotate_classes: bool = False,
     reflect_classes: bool = False,
     augment: float = 0.0,
+    transform=transform,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -82,6 +81,10 @@ def train_protonet(
             mirror image a class of its own (with ``rotate_classes``: 8 classes per class).
         augment: warp every training image by its own small random affine map, at this
             strength (``EpisodeSampler(augment=)``; 0: none).
+        transform: a batched transform of every training episode's images, e.g.
+            :class:`~fslearn.Augment` for photos (``EpisodeSampler(transform=)``); never
+            applied to ``val_episodes``. A checkpoint records its ``repr``: resume with
+            the same one.
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
         device: defaults to the device of ``train``.
         checkpoint: save (and with ``resume``, continue) the run there; see
@@ -101,7 +104,14 @@ def train_protonet(
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     sampler = EpisodeSampler(
-        train, n_way, n_shot, n_query, seed=seed, augment=augment, device=model_device(learner)
+        train,
+        n_way,
+        n_shot,
+        n_query,
+        seed=seed,
+        augment=augment,
+        transform=transform,
+        device=model_device(learner),
     )
     mine = world.share(episodes_per_step, "episodes_per_step")
     config = dict(
@@ -116,6 +126,8 @@ def train_protonet(
         config["reflect_classes"] = True
     if augment:
         config["augment"] = augment
+    if transform is not None:
+        config["transform"] = repr(transform)
     track_recipe(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
 
     def step_loss(_):
@@ -228,82 +240,6 @@ def train_siamese(
         seed=seed,
         progress=progress,
         desc=f"Siamese ({head})",
-        checkpoint=checkpoint,
-        world=world,
-        split="batch",
-    )
-    return learner, history
-
-
-def train_triplet(
-    train: FewShotDataset,
-    *,
-    strategy: str = "batch-hard",
-    n_classes: int = 32,
-    n_per_class: int = 4,
-    margin: float = 1.0,
-    steps: int = 20_000,
-    lr: float = 1e-3,
-    rule: str = "nearest-support",
-    hidden_channels: int | None = None,
-    backbone: str = "conv4",
-    backbone_options: dict | None = None,
-    val_episodes=None,
-    eval_every: int = 500,
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-    checkpoint: Checkpoint | None = None,
-    world: World = SINGLE,
-) -> tuple[NearestNeighbourLearner, StepHistory]:
-    """An embedding trained with the triplet loss (Schroff et al. 2015) on P×K batches.
-
-    Every step draws ``n_classes`` (P) classes × ``n_per_class`` (K) images, mines
-    triplets with ``strategy`` (``"random"``, ``"semi-hard"`` or ``"batch-hard"``)
-    and minimises ``max(d+ − d− + margin, 0)``; Adam with learning rate ``lr``.
-    Test-time classification uses ``rule`` (nearest support image or nearest prototype).
-
-    Across the processes of ``world`` each rank embeds its share of the P×K batch and
-    mining runs over the whole batch's embeddings (gathered), as in one process; batch
-    normalization sees each rank's share only (close to one process's result, not equal).
-
-    Returns:
-        ``(learner, history)``; ``history.metrics["active_fraction"]`` is the per-step
-        fraction of mined triplets that still violate the margin.
-    """
-    spec, learner, train = setup_recipe(
-        "triplet", train, hidden_channels, device, seed, backbone, backbone_options, rule=rule
-    )
-    batches = PKSampler(train, n_classes, n_per_class, seed=seed, device=model_device(learner))
-    generator = torch.Generator(device=batches.device).manual_seed(seed)
-    config = dict(strategy=strategy, n_classes=n_classes, n_per_class=n_per_class, margin=margin)
-    track_recipe(
-        checkpoint,
-        spec,
-        train,
-        {**config, "steps": steps, "lr": lr, "seed": seed},
-        batches=batches.generator,
-        mining=generator,
-    )
-
-    mine = world.share(n_classes * n_per_class, "n_classes × n_per_class")
-
-    def step_loss(_):
-        x, y = batches.sample()
-        embeddings = world.gather_rows(learner.backbone(x[mine]))
-        loss, active = triplet_batch_loss(embeddings, y, strategy, margin, generator=generator)
-        return loss, {"active_fraction": active}
-
-    history = run_recipe(
-        learner,
-        step_loss,
-        torch.optim.Adam(learner.parameters(), lr=lr),
-        val_episodes=val_episodes,
-        eval_every=eval_every,
-        steps=steps,
-        seed=seed,
-        progress=progress,
-        desc=f"triplet ({strategy})",
         checkpoint=checkpoint,
         world=world,
         split="batch",

@@ -45,7 +45,8 @@ Siamese network tested under the protocol of Vinyals et al. (2016), on 28×28 im
 from __future__ import annotations
 
 from .gradient_recipes import train_maml, train_pretrained
-from .metric_recipes import train_protonet, train_siamese, train_triplet
+from .metric_recipes import train_protonet, train_siamese
+from .triplet_recipe import train_triplet
 
 #: Method name → (training function, fixed arguments).
 METHODS = {
