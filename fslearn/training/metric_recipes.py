@@ -44,7 +44,7 @@ def train_protonet(
     rotate_classes: bool = False,
     reflect_classes: bool = False,
     augment: float = 0.0,
-    transform=transform,
+    transform=None,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
