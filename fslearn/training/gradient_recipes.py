@@ -52,6 +52,7 @@ def train_maml(
     backbone_options: dict | None = None,
     rotate: bool | None = None,
     transform=None,
+    normalize=None,
     step_weights=None,
     record_steps: bool = False,
     compile: bool = False,
@@ -91,6 +92,9 @@ def train_maml(
         transform: a batched transform of every training task's images, e.g.
             :class:`~fslearn.Augment` for photos (``EpisodeSampler(transform=)``); never
             applied to ``val_episodes``. A checkpoint records its ``repr``.
+        normalize: the images' per-channel ``(mean, std)`` (e.g. ``fsl.channel_stats(train)``):
+            :class:`~fslearn.Normalize` in front of the backbone, recorded in the spec, for
+            training and test images alike.
         first_order, anil: FOMAML or ANIL instead of second-order MAML.
         hidden_channels, backbone, backbone_options: the network: Conv4 of width
             ``hidden_channels`` (default 64) unless ``backbone`` names another
@@ -123,6 +127,7 @@ def train_maml(
         seed,
         backbone=backbone,
         backbone_options=backbone_options,
+        normalize=normalize,
         n_way=n_way,
         inner_lr=inner_lr,
         inner_steps=inner_steps,
@@ -221,6 +226,7 @@ def train_pretrained(
     backbone_options: dict | None = None,
     head: str = "linear",
     scale: float | None = None,
+    normalize=None,
     seed: int = 0,
     device=None,
     progress: bool = True,
@@ -246,6 +252,9 @@ def train_pretrained(
             (``"resnet12"`` or one given to :func:`~fslearn.register_backbone`), built with
             ``backbone_options`` (:func:`~fslearn.build_backbone`); the checkpoint's spec
             records them.
+        normalize: the images' per-channel ``(mean, std)``, as in :func:`train_maml`; the
+            classifier's ``backbone`` starts with it, so a learner built on that backbone
+            normalises its tasks' images too.
 
     Returns:
         ``(classifier, history)``.
@@ -265,6 +274,7 @@ def train_pretrained(
         seed,
         backbone=backbone,
         backbone_options=backbone_options,
+        normalize=normalize,
         **options,
     )
     x, y = train.flat()

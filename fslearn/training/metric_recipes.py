@@ -45,6 +45,7 @@ def train_protonet(
     reflect_classes: bool = False,
     augment: float = 0.0,
     transform=None,
+    normalize=None,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -85,6 +86,10 @@ def train_protonet(
             :class:`~fslearn.Augment` for photos (``EpisodeSampler(transform=)``); never
             applied to ``val_episodes``. A checkpoint records its ``repr``: resume with
             the same one.
+        normalize: ``(mean, std)``, one number per channel each (e.g.
+            ``fsl.channel_stats(train)``): :class:`~fslearn.Normalize` in front of the backbone,
+            recorded in the spec, so that every image the learner sees, in training and at
+            test time, and the checkpoint's learner too, is normalised the same way.
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
         device: defaults to the device of ``train``.
         checkpoint: save (and with ``resume``, continue) the run there; see
@@ -98,7 +103,15 @@ def train_protonet(
     """
     options = dict(distance=distance)
     spec, learner, train = setup_recipe(
-        "protonet", train, hidden_channels, device, seed, backbone, backbone_options, **options
+        "protonet",
+        train,
+        hidden_channels,
+        device,
+        seed,
+        backbone,
+        backbone_options,
+        normalize=normalize,
+        **options,
     )
     train = training_classes(train, rotate_classes=rotate_classes, reflect_classes=reflect_classes)
     optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -170,6 +183,7 @@ def train_siamese(
     hidden_channels: int | None = None,
     backbone: str = "conv4",
     backbone_options: dict | None = None,
+    normalize=None,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -195,6 +209,7 @@ def train_siamese(
             process's result, not equal).
         steps, lr: the budget and Adam's learning rate.
         hidden_channels, backbone, backbone_options: the network, as in :func:`train_protonet`.
+        normalize: the images' per-channel ``(mean, std)``, as in :func:`train_protonet`.
         val_episodes: an :class:`~fslearn.EpisodeSet` scored every ``eval_every`` steps.
 
     Returns:
@@ -209,7 +224,15 @@ def train_siamese(
         )
     margin = 1.0 if margin is None else margin
     spec, learner, train = setup_recipe(
-        "siamese", train, hidden_channels, device, seed, backbone, backbone_options, head=head
+        "siamese",
+        train,
+        hidden_channels,
+        device,
+        seed,
+        backbone,
+        backbone_options,
+        normalize=normalize,
+        head=head,
     )
     pairs = PairSampler(train, seed=seed, device=model_device(learner))
     config = dict(n_pairs=n_pairs, steps=steps, lr=lr, seed=seed)

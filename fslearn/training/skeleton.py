@@ -15,6 +15,7 @@ from ..data.dataset import FewShotDataset
 from ..distributed import SINGLE, World
 from ..evaluation import evaluate
 from ..models.registry import resolve_backbone_options
+from ..sampling.normalize import Normalize
 from ..sampling.transfer import fits_on
 from .checkpoint import Checkpoint
 from .specs import build_learner
@@ -29,6 +30,7 @@ def setup_recipe(
     seed: int,
     backbone: str = "conv4",
     backbone_options: dict | None = None,
+    normalize=None,
     **options,
 ):
     """``(spec, learner, train)``: the learner built from its spec, and the data, on ``device``.
@@ -40,7 +42,13 @@ def setup_recipe(
     The spec of a Conv4 records its width alone, ``hidden_channels``, as every spec did before
     there were other backbones, so that those runs resume; another backbone's records its name
     and options.
+
+    ``normalize``, ``(mean, std)`` with one number per channel each (e.g.
+    :func:`~fslearn.channel_stats` of ``train``), is recorded in the spec as ``"normalize":
+    {"mean": [...], "std": [...]}`` and puts :class:`~fslearn.Normalize` in front of the
+    backbone; without it the spec has no such field, as before there was one.
     """
+    statistics = None if normalize is None else _statistics(normalize, train.image_shape[0])
     body = resolve_backbone_options(backbone, hidden_channels, backbone_options)
     if backbone == "conv4" and set(body) <= {"hidden_channels"}:
         network = {"hidden_channels": body.get("hidden_channels", 64)}
@@ -50,7 +58,29 @@ def setup_recipe(
     if fits_on(train, device):
         train = train.to(device)
     spec = {"method": method, "image_shape": list(train.image_shape), **network, **options}
+    if statistics is not None:
+        spec["normalize"] = statistics
     return spec, build_learner(spec, seed=seed).to(device), train
+
+
+def _statistics(normalize, channels: int) -> dict:
+    """``normalize``, ``(mean, std)``, as a spec records it, checked against the images'
+    ``channels``."""
+    try:
+        mean, std = normalize
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"normalize must be None or (mean, std), e.g. normalize=fsl.channel_stats(train); "
+            f"got {normalize!r}"
+        ) from None
+    checked = Normalize(mean, std)
+    if len(checked.mean) != channels:
+        raise ValueError(
+            f"normalize gives statistics for {len(checked.mean)} channel(s), but the training "
+            f"images have {channels}: measure them on these images, "
+            "normalize=fsl.channel_stats(train)"
+        )
+    return {"mean": checked.mean.tolist(), "std": checked.std.tolist()}
 
 
 def track_recipe(

@@ -27,6 +27,7 @@ from ..models.registry import (
     embedding_dim,
     resolve_backbone_options,
 )
+from ..sampling.normalize import Normalize
 from .checkpoint import read_checkpoint
 from .weights import NOT_ITS_OWN, load_weights
 
@@ -52,6 +53,10 @@ def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
             ``"backbone": name, "backbone_options": {...}`` instead of
             ``"hidden_channels"``, the backbone :func:`~fslearn.build_backbone` builds, e.g.
             ``"backbone": "resnet12", "backbone_options": {"channels": [64, 160, 320, 640]}``.
+            An optional ``"normalize": {"mean": [...], "std": [...]}`` (one number per
+            channel each) puts :class:`~fslearn.Normalize` in front of the backbone, so that
+            every image, training or test, is normalised by the same statistics; the weights
+            are those of the same spec without it.
         seed: seeds the initial weights.
 
     Raises:
@@ -77,17 +82,47 @@ def build_learner(spec: dict, *, seed: int | None = None) -> nn.Module:
         )
         options = {k: spec[k] for k in SPEC_FIELDS["maml"][1:]}
         # Optional: specs written before there was a choice ran what "auto" picks.
-        return MAML(model, **options, strategy=spec.get("strategy", "auto"))
+        return MAML(_normalized(model, spec), **options, strategy=spec.get("strategy", "auto"))
     backbone = build_backbone(name, shape[0], seed=seed, **body)
     if method == "protonet":
-        return ProtoNet(backbone, spec["distance"])
-    if method == "siamese":
-        return SiameseNet(backbone, embedding_dim(backbone, shape), spec["head"], seed=seed)
-    if method == "triplet":
-        return NearestNeighbourLearner(backbone, spec["rule"])
-    if spec.get("head") == "cosine":  # Baseline++'s pre-training; older specs have no "head"
-        return cosine_classifier(backbone, shape, spec["n_classes"], scale=spec["scale"], seed=seed)
-    return Classifier(backbone, shape, spec["n_classes"], seed=seed)
+        learner = ProtoNet(backbone, spec["distance"])
+    elif method == "siamese":
+        learner = SiameseNet(backbone, embedding_dim(backbone, shape), spec["head"], seed=seed)
+    elif method == "triplet":
+        learner = NearestNeighbourLearner(backbone, spec["rule"])
+    elif spec.get("head") == "cosine":  # Baseline++'s pre-training; older specs have no "head"
+        learner = cosine_classifier(
+            backbone, shape, spec["n_classes"], scale=spec["scale"], seed=seed
+        )
+    else:
+        learner = Classifier(backbone, shape, spec["n_classes"], seed=seed)
+    return _normalized(learner, spec)
+
+
+def _normalized(learner: nn.Module, spec: dict) -> nn.Module:
+    """``learner`` with the spec's ``normalize`` (if any) in front of its ``backbone``.
+
+    Put there once the learner is built, so that its weights, and the heads sized by the
+    backbone's embedding, are drawn exactly as without it; the statistics are buffers of the
+    backbone, saved and loaded with its weights (keys ``backbone.0.mean``, ``backbone.0.std``).
+    """
+    statistics = spec.get("normalize")
+    if statistics is None:
+        return learner
+    if not isinstance(statistics, dict) or set(statistics) != {"mean", "std"}:
+        raise ValueError(
+            'a spec\'s "normalize" must be {"mean": [...], "std": [...]}, one number per '
+            f"channel each; got {statistics!r}"
+        )
+    normalize = Normalize(statistics["mean"], statistics["std"])
+    if len(normalize.mean) != spec["image_shape"][0]:
+        raise ValueError(
+            f'the spec\'s "normalize" holds statistics for {len(normalize.mean)} channel(s), '
+            f"but its images have {spec['image_shape'][0]} (image_shape="
+            f"{list(spec['image_shape'])}): measure them on these images (fsl.channel_stats)"
+        )
+    learner.backbone = nn.Sequential(normalize, learner.backbone)
+    return learner
 
 
 @renamed_keywords("load_learner", finetune_lr="inner_lr", finetune_steps="test_steps")

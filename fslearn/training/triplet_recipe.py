@@ -28,6 +28,7 @@ def train_triplet(
     hidden_channels: int | None = None,
     backbone: str = "conv4",
     backbone_options: dict | None = None,
+    normalize=None,
     val_episodes=None,
     eval_every: int = 500,
     seed: int = 0,
@@ -46,13 +47,22 @@ def train_triplet(
     Across the processes of ``world`` each rank embeds its share of the P×K batch and
     mining runs over the whole batch's embeddings (gathered), as in one process; batch
     normalization sees each rank's share only (close to one process's result, not equal).
+    ``normalize``, the images' per-channel ``(mean, std)``, is :func:`~fslearn.train_protonet`'s.
 
     Returns:
         ``(learner, history)``; ``history.metrics["active_fraction"]`` is the per-step
         fraction of mined triplets that still violate the margin.
     """
     spec, learner, train = setup_recipe(
-        "triplet", train, hidden_channels, device, seed, backbone, backbone_options, rule=rule
+        "triplet",
+        train,
+        hidden_channels,
+        device,
+        seed,
+        backbone,
+        backbone_options,
+        normalize=normalize,
+        rule=rule,
     )
     batches = PKSampler(train, n_classes, n_per_class, seed=seed, device=model_device(learner))
     generator = torch.Generator(device=batches.device).manual_seed(seed)
