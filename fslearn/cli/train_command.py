@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import math
 import time
@@ -17,33 +16,13 @@ from ..data.dataset import FewShotDataset
 from ..data.symmetries import training_classes
 from ..distributed import world_from_env
 from ..methods.strategies import resolve_strategy
-from ..models.registry import check_backbone_options
+from ..sampling.normalize import channel_stats
 from ..sampling.shapes import check_episode_shape
-from ..training.presets import MAML_FAMILY, METHODS, recipe_settings
+from ..training.presets import METHODS
 from .eval_commands import describe, test_checkpoint
 from .run_folder import RunCheckpoint, RunLock, check_folder, snapshot
 from .support import UsageError, dataset_for, image_options, parse_device, write_json
-
-# Command-line options that override a recipe, by the training functions' argument names.
-OVERRIDES = (
-    "n_way",
-    "n_shot",
-    "n_query",
-    "steps",
-    "epochs",
-    "lr",
-    "hidden_channels",
-    "meta_batch",
-    "inner_lr",
-    "inner_steps",
-    "test_steps",
-    "episodes_per_step",
-    "batch_size",
-    "n_pairs",
-    "augment",
-    "compile",
-)
-
+from .train_settings import recipe_arguments, recipe_settings_for, test_setting_for
 
 #: Options that may differ between the ranks of one run: they change how a rank runs or reports,
 #: not what the run computes. --data-root may name each machine's own copy of a dataset: the data
@@ -72,85 +51,6 @@ def _data_summary(dataset: FewShotDataset) -> str:
     return f"{dataset.name}, {dataset.n_classes} classes, {len(dataset)} images, hash {digest}"
 
 
-def _settings(args) -> dict:
-    """The recipe's settings for ``args.method`` with the options given, each one checked to
-    apply."""
-    function, _ = METHODS[args.method]
-    colour_folder = args.dataset == "folder" and args.channels != 1
-    settings = recipe_settings(
-        args.method,
-        # A folder of photos takes miniImageNet's settings, of characters Omniglot's.
-        ("miniimagenet" if colour_folder else "omniglot")
-        if args.dataset == "folder" and args.recipe == "paper"
-        else args.dataset,
-        recipe=args.recipe,
-        n_way=args.n_way,
-        n_shot=args.n_shot or 1,
-    )
-    accepted = inspect.signature(function).parameters
-    if colour_folder and "rotate" in accepted:
-        # Quarter turns make new classes of characters, not of photos.
-        settings.setdefault("rotate", False)
-    for name in OVERRIDES:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if name not in accepted:
-            flag = "--" + name.replace("_", "-")
-            unit = (
-                " (it trains in --epochs)"
-                if name == "steps"
-                else " (it trains in --steps)"
-                if name == "epochs"
-                else ""
-            )
-            raise UsageError(
-                f"{flag} does not apply to {args.method}{unit}; see `fslearn train --help`"
-            )
-        settings[name] = value
-    return _backbone_settings(args, settings)
-
-
-def _backbone_settings(args, settings: dict) -> dict:
-    """``settings`` with ``--backbone`` and ``--backbone-options``, recorded only when given
-    (runs of the default Conv4 resume as before); another backbone than Conv4 drops the
-    recipe's Conv4 width and refuses ``--hidden-channels``."""
-    backbone = args.backbone or "conv4"
-    if backbone != "conv4":
-        if args.hidden_channels is not None:
-            raise UsageError(
-                f"--hidden-channels is Conv4's width and does not apply to --backbone {backbone}: "
-                "give its widths with --backbone-options, e.g. "
-                "'{\"channels\": [16, 32, 64, 128]}' for resnet12"
-            )
-        settings.pop("hidden_channels", None)
-        settings["backbone"] = backbone
-    if args.backbone_options is not None:
-        try:
-            check_backbone_options(backbone, args.backbone_options)
-        except ValueError as error:
-            raise UsageError(f"--backbone-options: {error}") from None
-        settings["backbone_options"] = args.backbone_options
-    return settings
-
-
-def _test_setting(args, settings: dict) -> dict:
-    """The test episodes' shape and count, checked against the learner ``settings`` trains."""
-    method = args.method
-    n_way = args.test_n_way or (settings.get("n_way", 5) if method in MAML_FAMILY else 5)
-    if method in MAML_FAMILY and n_way != settings["n_way"]:
-        raise UsageError(
-            f"a {settings['n_way']}-way {method} model cannot be tested on {n_way}-way tasks: "
-            f"use --test-n-way {settings['n_way']} or train with --n-way {n_way}"
-        )
-    return dict(
-        n_way=n_way,
-        n_shot=args.test_n_shot or settings.get("n_shot", 1),
-        n_query=args.test_n_query,
-        episodes=args.test_episodes or (200 if args.recipe == "quick" else 1000),
-    )
-
-
 def _check_episodes(dataset: FewShotDataset, kind: str, setting: dict, prefix: str) -> None:
     """A UsageError naming the options ``--{prefix}n-way`` … unless ``dataset`` has episodes of
     ``setting``'s shape."""
@@ -162,6 +62,10 @@ def _check_episodes(dataset: FewShotDataset, kind: str, setting: dict, prefix: s
             f"the {kind} episodes ({setting['n_way']}-way {setting['n_shot']}-shot, "
             f"{setting['n_query']} queries per class) cannot be drawn: {error} ({flags})"
         ) from None
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [round(v, 4) for v in values]
 
 
 def _world(args):
@@ -195,8 +99,8 @@ def train(args) -> int:
     function, _ = METHODS[args.method]
     method = args.method
     image_settings = image_options(args)
-    settings = _settings(args)
-    test_setting = _test_setting(args, settings)
+    settings = recipe_settings_for(args)
+    test_setting = test_setting_for(args, settings)
     world, device = _world(args)
     out = Path(args.out or f"runs/{method}-{args.dataset}")
     resume = _resume(args, out)
@@ -247,9 +151,20 @@ def train(args) -> int:
     )
     train_set = dataset_for(args.dataset, "train", **data)
     test_set = dataset_for(args.dataset, "test", **data)
+    statistics = None
+    if settings.get("normalize"):
+        mean, std = channel_stats(train_set)
+        statistics = {"mean": mean.tolist(), "std": std.tolist()}
+        checkpoint.record["channel_stats"] = statistics  # config.json, with the first save
     if world.size > 1:
+        summaries = {
+            "training data": _data_summary(train_set),
+            "test data": _data_summary(test_set),
+        }
+        if statistics is not None:  # every rank's learner normalises by the same numbers
+            summaries["channel statistics"] = statistics
         world.check_same(
-            {"training data": _data_summary(train_set), "test data": _data_summary(test_set)},
+            summaries,
             what="data",
             fix="give every machine the same copy of the dataset (--data-root)",
         )
@@ -280,12 +195,17 @@ def train(args) -> int:
             f"{method} on {train_set.name} ({classes} classes{made}) on {device}"
             f"{processes}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
         )
+        if statistics is not None:
+            say(
+                "normalising every image by the training split's channel statistics: mean "
+                f"{_rounded(statistics['mean'])}, std {_rounded(statistics['std'])}"
+            )
         if resume:
             say(f"resuming the run in {out} from its last checkpoint")
         start = time.perf_counter()
         function(
             train_set,
-            **settings,
+            **recipe_arguments(settings, statistics),
             seed=args.seed,
             device=device,
             progress=progress,
@@ -306,6 +226,10 @@ def train(args) -> int:
             **test_setting,
         )
         result["train_seconds"] = seconds
+        if statistics is not None:
+            result["channel_stats"] = statistics
+        if settings.get("photo_augment"):
+            result["photo_augment"] = True
         if method == "maml":  # how its tasks ran: the same numbers either way, not the same time
             result["maml_strategy"] = resolve_strategy("auto", device)
         if world.size > 1:

@@ -80,6 +80,18 @@ def add_train_parser(commands) -> None:
         help="its options, a JSON object: '{\"channels\": [16, 32, 64, 128]}' (small resnet12)",
     )
     p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="normalise every image, in training and at test time, by the training split's "
+        "mean and standard deviation per channel (fsl.channel_stats), saved with the learner",
+    )
+    p.add_argument(
+        "--photo-augment",
+        action="store_true",
+        help="train on random crops, flips and colour jitter of every image (fsl.Augment()): "
+        "protonet, maml, fomaml and anil on colour photos (characters: --augment)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         default=None,
