@@ -247,6 +247,17 @@ def test_ranks_started_with_different_settings_stop_before_writing(tmp_path, fla
     assert not out.exists()
 
 
+def test_ranks_started_with_and_without_normalize_stop_before_writing(tmp_path):
+    out = tmp_path / "run"
+    command = ["-m", "fslearn", "train", "protonet", "--steps", "1", *TINY, *TEST]
+    ranks = _by_hand([[*command, "--normalize", "--out", str(out)], [*command, "--out", str(out)]])
+    printed = [rank.communicate(timeout=120)[0] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [1, 1], printed
+    for said in printed:
+        assert "different settings: --normalize (rank 0: true; rank 1: false)" in said, said
+    assert not out.exists()
+
+
 def test_a_summary_of_the_data_tells_copies_apart():
     from fslearn.cli.train_command import _data_summary
 
