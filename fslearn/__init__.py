@@ -78,7 +78,8 @@ from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler
 from .sampling.transforms import Augment, color_jitter, random_flip, random_resized_crop
 from .training.batches import History, fit, iterations_per_epoch
-from .training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
+from .training.checkpoint import Checkpoint
+from .training.checkpoint_file import DamagedCheckpointError, read_checkpoint
 from .training.gradient_recipes import train_maml, train_pretrained
 from .training.memory import activation_bytes
 from .training.metric_recipes import train_protonet, train_siamese

@@ -13,7 +13,7 @@ import torch
 
 import fslearn as fsl
 
-from synthetic import pattern_dataset
+from synthetic import pattern_dataset, separable_characters
 
 SMALL = dict(hidden_channels=4, progress=False, seed=3)
 
@@ -313,3 +313,19 @@ def test_build_learner_names_missing_fields():
         fsl.build_learner({"method": "matching"})
     with pytest.raises(ValueError, match=r"\['distance'\]"):
         fsl.build_learner({"method": "protonet", "image_shape": [1, 8, 8], "hidden_channels": 4})
+
+
+def test_an_option_saved_only_when_given_cannot_be_dropped_at_a_resume(tmp_path):
+    """augment= is saved only when set: resuming without it would train another run."""
+    train = separable_characters()
+    options = dict(n_way=3, n_shot=1, n_query=2, hidden_channels=4, progress=False)
+    path = tmp_path / "run.pt"
+    fsl.train_protonet(train, steps=2, augment=0.5, checkpoint=fsl.Checkpoint(path), **options)
+    saved = path.read_bytes()
+    with pytest.raises(ValueError, match=r"saved with augment=0.5 but this run has augment=None"):
+        fsl.train_protonet(train, steps=3, checkpoint=fsl.Checkpoint(path, resume=True), **options)
+    assert path.read_bytes() == saved
+    _, history = fsl.train_protonet(
+        train, steps=3, augment=0.5, checkpoint=fsl.Checkpoint(path, resume=True), **options
+    )
+    assert history.steps == 3

@@ -15,7 +15,7 @@ from ..methods.adaptation import GradientLearner
 from ..methods.one_shot_runs import evaluate_runs
 from ..methods.views import AVERAGEABLE, AVERAGEABLE_METHODS, check_views_memory, with_test_views
 from ..sampling.episode_set import EpisodeSet
-from ..training.checkpoint import read_checkpoint
+from ..training.checkpoint_file import read_checkpoint
 from ..training.specs import load_learner
 from .support import UsageError, dataset_for, image_options, parse_device
 

@@ -32,7 +32,8 @@ import time
 import uuid
 from pathlib import Path
 
-from ..training.checkpoint import Checkpoint, DamagedCheckpointError, read_checkpoint
+from ..training.checkpoint import Checkpoint
+from ..training.checkpoint_file import DamagedCheckpointError, read_checkpoint
 from ..writable import check_writable
 from .support import UsageError, write_json
 

@@ -22,13 +22,8 @@ from pathlib import Path
 import torch
 
 from ..common import atomic_path, check_positive_int
+from .checkpoint_file import FORMAT, read_checkpoint
 from .weights import load_state
-
-#: The ``format`` field of every checkpoint this version writes.
-FORMAT = "fslearn-checkpoint/1"
-
-#: The fields of every checkpoint, each a dict but ``format``.
-FIELDS = ("format", "spec", "config", "state", "history", "rng", "versions")
 
 #: Config fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset(
@@ -39,18 +34,6 @@ RESUMABLE_CHANGES = frozenset(
 BUDGETS = {"steps": "steps", "epochs": "epochs_completed"}
 #: What torch.save's RuntimeError says when the file could not be written.
 WRITER = ("PytorchStreamWriter", "inline_container")
-
-
-class DamagedCheckpointError(ValueError):
-    """A checkpoint file that cannot be read at all (truncated or corrupt); ``reason``: why."""
-
-    def __init__(self, path, reason: str):
-        super().__init__(
-            f"{path} is not a readable checkpoint ({reason}). It may be truncated or corrupt; "
-            "fslearn replaces checkpoints atomically, so a file it wrote is whole — check that "
-            "this is the file you meant"
-        )
-        self.reason = reason
 
 
 def _state_of(obj):
@@ -66,45 +49,6 @@ def first_difference(
         if saved.get(key) != current.get(key):
             return key, saved.get(key), current.get(key)
     return None
-
-
-def read_checkpoint(path) -> dict:
-    """Read a checkpoint written by fslearn, safely (``weights_only=True``) onto the CPU.
-
-    Returns:
-        A dict with ``format``, ``spec``, ``config``, ``state``, ``history``,
-        ``rng`` and ``versions``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        DamagedCheckpointError: the file cannot be read: truncated or corrupt.
-        ValueError: the file is not an fslearn checkpoint (not a dict, another format, or
-            without some of ``FIELDS``: the message names them).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as error:  # torch raises RuntimeError, UnpicklingError, EOFError, … for a bad file
-        reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
-        raise DamagedCheckpointError(path, reason) from None
-    if isinstance(payload, dict) and payload.get("format", FORMAT) != FORMAT:
-        problem = f"its format is {payload['format']!r}, not {FORMAT!r}"
-    elif isinstance(payload, dict):
-        missing = [f for f in FIELDS if f not in payload]
-        wrong = [f for f in FIELDS[1:] if f in payload and not isinstance(payload[f], dict)]
-        if not missing and not wrong:
-            return payload
-        problem = f"it lacks the fields {missing}" if missing else f"its {wrong} are not dicts"
-    else:
-        problem = f"it holds a {type(payload).__name__}, not a dict"
-    raise ValueError(
-        f"{path} is not an fslearn checkpoint: {problem} (an fslearn checkpoint is a dict of "
-        f"{', '.join(FIELDS)}); use a checkpoint that fslearn wrote"
-    )
 
 
 class Checkpoint:
@@ -169,11 +113,15 @@ class Checkpoint:
             self.spec = dict(spec)
         self.objects.update({name: obj for name, obj in objects.items() if obj is not None})
 
-    def check_resumable(self, *, count: str | None = None, budget: int | None = None) -> dict:
+    def check_resumable(
+        self, *, count: str | None = None, budget: int | None = None, complete: bool = False
+    ) -> dict:
         """Read the saved run and raise unless this run may continue it; return what was read.
 
         Compares the saved spec with this run's (once tracked) and the saved config with
-        every field this run's config has, except those a resume may change
+        every field this run's config has (``complete``: every field of either, once the
+        recipe has said all of its own, so that an option saved only when given cannot be
+        dropped at a resume), except those a resume may change
         (``RESUMABLE_CHANGES``); no budget may be behind the work saved: the config's
         (``BUDGETS``), nor ``budget`` of the history's counter ``count``. The command line
         calls it before it writes anything; :meth:`restore` again once all is tracked.
@@ -182,7 +130,11 @@ class Checkpoint:
             ValueError: naming the first field that differs (both values), or the budget.
         """
         payload = read_checkpoint(self.path)
-        saved_config = {key: payload["config"].get(key) for key in self.config}
+        saved_config = (
+            payload["config"]
+            if complete
+            else {key: payload["config"].get(key) for key in self.config}
+        )
         difference = first_difference(payload["spec"], self.spec) if self.spec else None
         if difference is None:
             difference = first_difference(saved_config, self.config, RESUMABLE_CHANGES)
@@ -223,7 +175,7 @@ class Checkpoint:
         """
         if not self.resume:
             return
-        payload = self.check_resumable(count=count, budget=budget)
+        payload = self.check_resumable(count=count, budget=budget, complete=True)
         if type(history).__name__ != payload["history"]["type"]:
             raise ValueError(
                 f"{self.path} holds a {payload['history']['type']}, not a {type(history).__name__}"

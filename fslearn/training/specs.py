@@ -28,7 +28,7 @@ from ..models.registry import (
     resolve_backbone_options,
 )
 from ..sampling.normalize import Normalize
-from .checkpoint import read_checkpoint
+from .checkpoint_file import read_checkpoint
 from .weights import NOT_ITS_OWN, load_weights
 
 #: The ``method`` of every spec, with the options each one's spec adds to
