@@ -225,14 +225,12 @@ class FewShotDataset:
         return len(self.flat_images)
 
     def __repr__(self) -> str:
-        alphabets = len(dict.fromkeys(self.groups))
-        sizes = (
-            f"{self.min_per_class} to {self.max_per_class} images each"
-            if self.is_ragged
-            else f"{self.min_per_class} images each"
-        )
+        n_groups = len(dict.fromkeys(self.groups))
+        groups = f"{n_groups} group" + ("s" if n_groups != 1 else "")
+        low, high = self.min_per_class, self.max_per_class
+        sizes = f"{low} to {high} images each" if self.is_ragged else f"{low} images each"
         return (
-            f"FewShotDataset({self.name!r}: {self.n_classes} classes in {alphabets} groups, "
+            f"FewShotDataset({self.name!r}: {self.n_classes} classes in {groups}, "
             f"{sizes}, image shape {self.image_shape}, on {self.device})"
         )
 
