@@ -310,3 +310,27 @@ def test_recipes_transform_training_episodes_only(recipe, tmp_path):
     assert seen == [4 if recipe == "maml" else 2] * 4
     config = fsl.read_checkpoint(tmp_path / "run.pt")["config"]
     assert config["transform"].startswith("<function test_recipes_transform_training")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync debug mode needs a GPU")
+def test_sampling_on_the_gpu_never_waits_for_the_host():
+    """Ragged or not, augmented or not, every sampler's draw is queued work alone: CUDA's
+    debug mode raises on any call that would make the host wait for the device."""
+    ragged_set = ragged(device="cuda")
+    equal_set = labelled_dataset(device="cuda")
+    samplers = [
+        fsl.EpisodeSampler(ragged_set, 3, 1, 2, seed=0, transform=fsl.Augment(), augment=0.5),
+        fsl.EpisodeSampler(equal_set, 3, 1, 2, seed=0, rotate=True),
+    ]
+    for sampler in samplers:
+        sampler.sample_tasks(4)  # warm-up: the first call may allocate and load kernels
+    pairs, batches = fsl.PairSampler(ragged_set), fsl.PKSampler(ragged_set, 3, 2)
+    pairs.sample(8), batches.sample()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for sampler in samplers:
+            sampler.sample_tasks(4)
+        pairs.sample(8)
+        batches.sample()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
