@@ -265,12 +265,15 @@ def test_a_summary_of_the_data_tells_copies_apart():
         torch.zeros(3, 2, 1, 4, 4, dtype=torch.uint8), ["a", "b", "c"], ["x", "x", "y"], "toy"
     )
     summary = _data_summary(dataset)
-    assert summary.startswith("toy, 3 classes of 2 images, hash ")
+    assert summary.startswith("toy, 3 classes, 6 images, hash ")
     copy = fsl.FewShotDataset(dataset.images.clone(), ["a", "b", "c"], ["x", "x", "y"], "toy")
     assert _data_summary(copy) == summary
     copy.images[2, 1, 0, 3, 3] = 1  # one pixel of one image
     assert _data_summary(copy) != summary
     assert _data_summary(dataset.select([0, 2, 1], name="toy")) != summary  # another order
+    flat = dataset.flat_images
+    regrouped = fsl.FewShotDataset(flat, ["a", "b", "c"], ["x", "x", "y"], "toy", counts=[1, 2, 3])
+    assert _data_summary(regrouped) != summary  # the same images, other class sizes
 
 
 def test_ranks_are_named_in_runs():
