@@ -70,16 +70,27 @@ def decode_image(path: Path, image_size: int, mode: str) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
-            image = image.convert(mode)
-            if image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
-            array = np.asarray(image)
+            return to_chw(image, mode, (image_size, image_size))
     except IMAGE_ERRORS as error:
-        raise ImageFolderError(
-            f"{path} is not a readable image ({error}): replace the file with a good copy, or "
-            "remove it"
-        ) from error
+        raise _unreadable(path, error) from error
+
+
+def to_chw(image: Image.Image, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """A Pillow image converted to ``mode`` (``"L"`` or ``"RGB"``) and resized (Lanczos, no
+    crop) to ``size`` = ``(H, W)`` unless it has it (or ``size`` is None): uint8 ``(C, H, W)``.
+    Every loader of image files decodes through it, so all resize alike: Lanczos keeps
+    detail without aliasing (miniImageNet's canonical 84×84 copies are such resizes)."""
+    image = image.convert(mode)
+    if size is not None and image.size != size[::-1]:
+        image = image.resize(size[::-1], Image.Resampling.LANCZOS)
+    array = np.asarray(image)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _unreadable(path: Path, error: Exception) -> ImageFolderError:
+    return ImageFolderError(
+        f"{path} is not a readable image ({error}): replace the file with a good copy, or remove it"
+    )
 
 
 def _image_channels(path: Path) -> int:
@@ -87,10 +98,7 @@ def _image_channels(path: Path) -> int:
         with Image.open(path) as image:  # reads the header only
             return 1 if image.mode in GREY_MODES else 3
     except IMAGE_ERRORS as error:
-        raise ImageFolderError(
-            f"{path} is not a readable image ({error}): replace the file with a good copy, or "
-            "remove it"
-        ) from error
+        raise _unreadable(path, error) from error
 
 
 def _run(jobs, work, workers: int, progress: bool, desc: str) -> list:

@@ -18,10 +18,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .archives import IMAGE_ERRORS
+from .image_files import to_chw
 
-# The canonical copies are 84×84; other sizes (full-size ImageNet photos, or
-# another image_size) are resampled with Lanczos, which keeps detail without aliasing.
-_RESAMPLE = Image.Resampling.LANCZOS
 # Rough sizes of the real files, quoted when a download turns out to be broken
 # (pickles written with protocol 2 store the pixels as text, about 1.5× larger).
 EXPECTED_SIZES = {
@@ -124,14 +122,6 @@ def read_csv(root: Path, split: str) -> dict[str, list[str]]:
     return files
 
 
-def _to_chw(image: Image.Image, image_size: int) -> np.ndarray:
-    """One PIL image as a uint8 ``(3, image_size, image_size)`` array."""
-    image = image.convert("RGB")
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), _RESAMPLE)
-    return np.asarray(image).transpose(2, 0, 1)
-
-
 def decode_csv(
     files: dict[str, list[str]], folder: Path, image_size: int, progress: bool
 ) -> torch.Tensor:
@@ -148,7 +138,7 @@ def decode_csv(
         i, path = job
         try:
             with Image.open(path) as image:
-                out[i].numpy()[...] = _to_chw(image, image_size)
+                out[i].numpy()[...] = to_chw(image, "RGB", (image_size, image_size))
         except IMAGE_ERRORS as error:
             raise ValueError(
                 f"cannot read image {path} ({error}); replace the file or remove its CSV row"
@@ -191,8 +181,9 @@ def gather_pickle(
         if same_size:
             out[start:stop] = torch.from_numpy(images[index]).permute(0, 3, 1, 2)
         else:
+            size = (image_size, image_size)
             out[start:stop] = torch.from_numpy(
-                np.stack([_to_chw(Image.fromarray(images[i]), image_size) for i in index])
+                np.stack([to_chw(Image.fromarray(images[i]), "RGB", size) for i in index])
             )
         start = stop
     return out

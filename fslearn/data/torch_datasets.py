@@ -9,7 +9,7 @@ from PIL import Image
 
 from ..common import check_positive_int, progress_bar
 from .dataset import FewShotDataset
-from .image_files import GREY_MODES, MODES, ImageFolderError, check_channels
+from .image_files import GREY_MODES, MODES, ImageFolderError, check_channels, to_chw
 
 
 def _label(value, i: int):
@@ -71,10 +71,7 @@ def _convert(array: np.ndarray, channels: int, image_size: int | None) -> np.nda
     size = array.shape[:2] if image_size is None else (image_size, image_size)
     if array.shape[-1] != channels or array.shape[:2] != size:
         image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-        image = image.convert(MODES[channels])
-        if image.size != size[::-1]:
-            image = image.resize(size[::-1], Image.Resampling.LANCZOS)
-        array = np.asarray(image).reshape(*size, channels)
+        return to_chw(image, MODES[channels], size)
     return array.transpose(2, 0, 1)
 
 

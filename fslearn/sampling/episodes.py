@@ -118,7 +118,7 @@ def single_task(episode: Episode) -> Episode:
     )
 
 
-def _takes_generator(transform) -> bool:
+def takes_generator(transform) -> bool:
     try:
         return "generator" in inspect.signature(transform).parameters
     except (TypeError, ValueError):  # builtins and some C callables have no signature
@@ -135,15 +135,16 @@ def check_transform(transform):
     return transform
 
 
-def apply_transform(transform, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def apply_transform(transform, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """``transform`` applied to images ``x`` of shape ``(..., C, H, W)`` as one batch.
 
-    A transform with a ``generator`` parameter (fslearn's own) draws from the sampler's
-    generator, so a resumed run draws the same; any other callable (a torchvision
-    transform, say) is called as ``transform(x)`` and draws from torch's global generator.
+    ``generator`` is the sampler's generator for a transform with a ``generator`` parameter
+    (fslearn's own: a resumed run draws the same), None for any other callable (a
+    torchvision transform, say), called as ``transform(x)``: it draws from torch's global
+    generator. The sampler asks which once (``takes_generator``), not at every draw.
     """
     batch = x.reshape(-1, *x.shape[-3:])
-    out = transform(batch, generator=generator) if _takes_generator(transform) else transform(batch)
+    out = transform(batch) if generator is None else transform(batch, generator=generator)
     if not isinstance(out, torch.Tensor) or out.shape != batch.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
@@ -209,6 +210,7 @@ class EpisodeSampler:
         self.rotate = rotate
         self.augment = augment
         self.transform = check_transform(transform)
+        self._transform_generator = takes_generator(transform)
         self.device = dataset.device if device is None else torch.device(device)
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
 
@@ -244,10 +246,11 @@ class EpisodeSampler:
                 query_x=random_affine(episode.query_x, self.augment, self.generator),
             )
         if self.transform is not None:
+            drawn_by = self.generator if self._transform_generator else None
             episode = replace(
                 episode,
-                support_x=apply_transform(self.transform, episode.support_x, self.generator),
-                query_x=apply_transform(self.transform, episode.query_x, self.generator),
+                support_x=apply_transform(self.transform, episode.support_x, drawn_by),
+                query_x=apply_transform(self.transform, episode.query_x, drawn_by),
             )
         return episode
 
