@@ -141,3 +141,87 @@ def test_the_ablation_benchmark_runs_every_row(tmp_path, root):
             (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
         )
         assert row["train_s"] > 0 or row["row"] == "+ test-time augmentation"
+
+
+def test_training_episodes_within_one_group_draw_each_group_by_its_size():
+    # 14 classes: a0 and a1 have 5 each, a2 only 4, too few for 5-way episodes
+    dataset = labelled_dataset(n_classes=14)
+    sampler = fsl.EpisodeSampler(dataset, 5, 1, 2, seed=0, within_groups=True)
+    assert "within groups" in repr(sampler)
+    episodes = sampler.sample_tasks(4000)
+    classes, _ = decode(episodes.support_x)
+    assert torch.equal(classes, episodes.classes)
+    groups = [{dataset.groups[c] for c in row} for row in classes.tolist()]
+    assert all(len(row) == 5 for row in map(set, classes.tolist()))  # distinct classes
+    assert all(len(g) == 1 for g in groups)  # one group per episode
+    drawn = [next(iter(g)) for g in groups]
+    assert set(drawn) == {"a0", "a1"}  # a2 never: it has 4 classes
+    assert abs(drawn.count("a0") / len(drawn) - 0.5) < 0.05  # 5 classes each: half and half
+    # Queries are the episode's classes too, and the draws repeat from the seed.
+    assert torch.equal(decode(episodes.query_x)[0][:, ::2], classes)
+    again = fsl.EpisodeSampler(dataset, 5, 1, 2, seed=0, within_groups=True)
+    assert torch.equal(again.sample_tasks(4000).classes, episodes.classes)
+
+
+def test_training_episodes_within_groups_follow_the_group_sizes():
+    names = [f"big/c{i}" for i in range(9)] + [f"small/c{i}" for i in range(3)]
+    images = torch.zeros(12, 4, 1, 4, 4, dtype=torch.uint8)
+    dataset = fsl.FewShotDataset(images, names, [n.split("/")[0] for n in names], "sizes")
+    drawn = fsl.EpisodeSampler(dataset, 3, 1, 1, within_groups=True).sample_tasks(6000).classes
+    share_big = (drawn[:, 0] < 9).float().mean().item()
+    in_big = drawn < 9
+    assert torch.equal(in_big.all(1), in_big.any(1))  # never a class of the other group
+    assert abs(share_big - 0.75) < 0.03  # 9 of the 12 classes are in "big"
+    with pytest.raises(ValueError, match=r"the largest, 'big', has 9: lower n_way"):
+        fsl.EpisodeSampler(dataset, 10, 1, 1, within_groups=True)
+
+
+def test_train_protonet_records_episodes_within_groups(tmp_path):
+    dataset = labelled_dataset(n_classes=14, size=16)
+    checkpoint = fsl.Checkpoint(tmp_path / "run.pt")
+    _, history = fsl.train_protonet(
+        dataset,
+        n_way=5,
+        n_query=2,
+        steps=2,
+        hidden_channels=4,
+        within_groups=True,
+        checkpoint=checkpoint,
+        progress=False,
+    )
+    assert len(history.loss) == 2
+    assert fsl.read_checkpoint(tmp_path / "run.pt")["config"]["within_groups"] is True
+
+
+def test_the_second_ablation_measures_the_named_rows_and_merges_them(tmp_path, root):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_minimal.py"
+    out = tmp_path / "followup.json"
+    quick = ["--follow-up", "--scale", "0.0005", "--episodes", "2", "--threads", "1"]
+
+    def run(*rows):
+        command = [sys.executable, str(script), "--data-root", str(root), *quick]
+        command += ["--rows", *rows, "--out", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return json.loads(out.read_text())
+
+    run("without distortions")
+    record = run("+ transductive prototypes")
+    rows = {row["row"]: row for row in record["rows"]}
+    # The named rows, and the networks the second tests: in the table's order.
+    network = bench.RECIPE_NETWORK
+    assert list(rows) == [
+        network,
+        "without distortions",
+        bench.RECIPE_ROW,
+        "+ transductive prototypes",
+    ]
+    assert "--rows" not in record["command"] and record["command"].endswith(str(out))
+    assert "--rows 'without distortions'" in rows["without distortions"]["measured_by"]
+    assert rows["without distortions"]["augment"] == 0 and rows[network]["augment"] == 1
+    assert rows[network]["steps"] == round(MINIMAL["steps"] * 0.0005)
+    # Testing differently trains nothing; every row scores the same episodes.
+    assert rows["+ transductive prototypes"]["train_s"] == 0
+    assert rows["+ transductive prototypes"]["test_views"] == MINIMAL_TEST_VIEWS
+    assert rows["+ transductive prototypes"]["transductive_steps"] == 1
+    assert {len(row["per_episode"]) for row in rows.values()} == {4}

@@ -20,7 +20,7 @@ from ..common import check_positive_int
 from ..data.dataset import FewShotDataset, to_float
 from .augment import check_strength, random_affine
 from .shapes import check_episode_shape
-from .subsets import random_rows, random_subsets
+from .subsets import group_table, random_rows, random_subsets, subsets_within_groups
 from .transfer import deliver
 
 
@@ -180,6 +180,9 @@ class EpisodeSampler:
         device: where the episodes go, when not where the dataset is: a set too large for
             the GPU stays on the host (or in a mapped file) and each episode's images are
             gathered there and copied over through pinned memory.
+        within_groups: draw each episode's classes from one group (for characters, one
+            alphabet: the episodes of Lake et al.'s test), the group chosen in proportion to
+            its classes; groups of fewer than ``n_way`` classes are never drawn.
 
     Example:
         >>> sampler = EpisodeSampler(fsl.load_embedded("background"), n_way=5, n_shot=1)
@@ -199,6 +202,7 @@ class EpisodeSampler:
         augment: float = 0.0,
         transform=None,
         device=None,
+        within_groups: bool = False,
     ):
         n_way, n_shot, n_query = check_episode_shape(dataset, n_way, n_shot, n_query)
         augment = check_strength(augment, "augment")
@@ -213,6 +217,9 @@ class EpisodeSampler:
         self._transform_generator = takes_generator(transform)
         self.device = dataset.device if device is None else torch.device(device)
         self.generator = torch.Generator(device=dataset.device).manual_seed(seed)
+        self.within_groups = bool(within_groups)
+        if self.within_groups:
+            self._groups = group_table(dataset.groups, n_way, dataset.device)
 
     def __repr__(self) -> str:
         where = f" → {self.device}" if self.device != self.dataset.device else ""
@@ -221,7 +228,8 @@ class EpisodeSampler:
             f"{self.dataset.n_classes} classes on {self.dataset.device}{where}"
             f"{', rotated' if self.rotate else ''}"
             f"{f', augmented ({self.augment:g})' if self.augment else ''}"
-            f"{', transformed' if self.transform is not None else ''})"
+            f"{', transformed' if self.transform is not None else ''}"
+            f"{', within groups' if self.within_groups else ''})"
         )
 
     def sample_tasks(self, n_tasks: int) -> Episode:
@@ -229,9 +237,12 @@ class EpisodeSampler:
         ``support_x`` of shape ``(n_tasks, n_way * n_shot, C, H, W)``, and so on."""
         n_tasks = check_positive_int("n_tasks", n_tasks)
         where = self.dataset.device
-        classes = random_subsets(
-            (n_tasks,), self.dataset.n_classes, self.n_way, self.generator, where
-        )
+        if self.within_groups:
+            classes = subsets_within_groups(*self._groups, n_tasks, self.n_way, self.generator)
+        else:
+            classes = random_subsets(
+                (n_tasks,), self.dataset.n_classes, self.n_way, self.generator, where
+            )
         rows = random_rows(self.dataset, classes, self.n_shot + self.n_query, self.generator)
         turns = (
             torch.randint(4, (n_tasks, self.n_way), generator=self.generator, device=where)

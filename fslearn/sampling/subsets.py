@@ -38,3 +38,43 @@ def random_rows(dataset, classes: torch.Tensor, k: int, generator: torch.Generat
     past = torch.arange(dataset.max_per_class, device=device) >= counts[..., None]
     within = keys.masked_fill_(past, -1.0).topk(k, dim=-1).indices
     return dataset.offsets.to(device)[classes][..., None] + within
+
+
+def group_table(groups: list[str], n_way: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classes of every group with ``n_way`` classes or more, for drawing episodes within
+    one group: ``(table, sizes)``, ``table`` of shape ``(n_groups, largest)`` holding each
+    group's class indices (padded with 0 past its size) and ``sizes`` of shape
+    ``(n_groups,)``, on ``device``.
+
+    Raises:
+        ValueError: no group has ``n_way`` classes (naming the largest).
+    """
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    eligible = [classes for classes in members.values() if len(classes) >= n_way]
+    if not eligible:
+        largest = max(members, key=lambda group: len(members[group]))
+        raise ValueError(
+            f"episodes within one group need a group of {n_way} classes; the largest, "
+            f"{largest!r}, has {len(members[largest])}: lower n_way"
+        )
+    width = max(map(len, eligible))
+    table = torch.tensor([classes + [0] * (width - len(classes)) for classes in eligible])
+    sizes = torch.tensor([len(classes) for classes in eligible])
+    return table.to(device), sizes.to(device)
+
+
+def subsets_within_groups(
+    table: torch.Tensor, sizes: torch.Tensor, n_tasks: int, k: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``k`` distinct classes of one group for each of ``n_tasks`` episodes, shape
+    ``(n_tasks, k)``: the group drawn in proportion to its classes (every class as likely to
+    be drawn as in episodes across groups), then ``k`` of its classes without replacement,
+    on the device of ``table`` with no host synchronisation."""
+    device = table.device
+    group = torch.multinomial(sizes.float(), n_tasks, replacement=True, generator=generator)
+    keys = torch.rand(n_tasks, table.shape[1], generator=generator, device=device)
+    past = torch.arange(table.shape[1], device=device) >= sizes[group][:, None]
+    within = keys.masked_fill_(past, -1.0).topk(k, dim=-1).indices
+    return table[group[:, None], within]

@@ -44,6 +44,7 @@ def train_protonet(
     rotate_classes: bool = False,
     reflect_classes: bool = False,
     augment: float = 0.0,
+    within_groups: bool = False,
     transform=None,
     normalize=None,
     val_episodes=None,
@@ -82,6 +83,9 @@ def train_protonet(
             mirror image a class of its own (with ``rotate_classes``: 8 classes per class).
         augment: warp every training image by its own small random affine map, at this
             strength (``EpisodeSampler(augment=)``; 0: none).
+        within_groups: draw every training episode's classes from one group (one alphabet,
+            with its rotations and mirror images as the options above make them), as Lake et
+            al.'s test draws its episodes (``EpisodeSampler(within_groups=)``).
         transform: a batched transform of every training episode's images, e.g.
             :class:`~fslearn.Augment` for photos (``EpisodeSampler(transform=)``); never
             applied to ``val_episodes``. A checkpoint records its ``repr``: resume with
@@ -125,6 +129,7 @@ def train_protonet(
         augment=augment,
         transform=transform,
         device=model_device(learner),
+        within_groups=within_groups,
     )
     mine = world.share(episodes_per_step, "episodes_per_step")
     config = dict(
@@ -139,6 +144,8 @@ def train_protonet(
         config["reflect_classes"] = True
     if augment:
         config["augment"] = augment
+    if within_groups:
+        config["within_groups"] = True
     if transform is not None:
         config["transform"] = repr(transform)
     track_recipe(checkpoint, spec, train, {**config, "seed": seed}, sampler=sampler.generator)
