@@ -49,6 +49,7 @@ from .methods.one_shot_runs import evaluate_runs
 from .methods.prototypes import NearestPrototype, ProtoNet
 from .methods.siamese import SiameseNet, contrastive_loss
 from .methods.simpleshot import SimpleShot, mean_embedding
+from .methods.transductive import TransductivePrototypes, with_transductive_prototypes
 from .methods.triplet import mine_triplets, triplet_batch_loss, triplet_loss
 from .methods.views import AveragedViews, with_test_views
 from .models.classifier import Classifier
@@ -76,6 +77,7 @@ from .sampling.episodes import Episode, EpisodeSampler
 from .sampling.normalize import Normalize, channel_stats
 from .sampling.pairs import PairSampler
 from .sampling.pk_batches import PKSampler
+from .sampling.strokes import StrokeWidth, random_stroke_width
 from .sampling.transforms import Augment, color_jitter, random_flip, random_resized_crop
 from .training.batches import History, fit, iterations_per_epoch
 from .training.checkpoint import Checkpoint
@@ -122,7 +124,9 @@ __all__ = [
     "SiameseNet",
     "SimpleShot",
     "StepHistory",
+    "StrokeWidth",
     "TaskBatchNorm2d",
+    "TransductivePrototypes",
     "UnknownBackboneError",
     "activation_bytes",
     "atomic_path",
@@ -172,6 +176,7 @@ __all__ = [
     "project_2d",
     "separation",
     "random_affine",
+    "random_stroke_width",
     "register_backbone",
     "random_flip",
     "random_resized_crop",
@@ -193,6 +198,7 @@ __all__ = [
     "with_reflections",
     "with_rotations",
     "with_test_views",
+    "with_transductive_prototypes",
 ]
 
 
