@@ -45,7 +45,21 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=200, help="test episodes per alphabet")
     parser.add_argument("--out", type=Path, help="write the rows to this JSON results file")
     parser.add_argument("--notes", default="", help="free text stored with --out")
+    parser.add_argument(
+        "--follow-up",
+        action="store_true",
+        help="the second ablation: changes to the recipe's own network (bench.FOLLOW_UP)",
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        metavar="ROW",
+        help="with --follow-up: measure only these rows (and the networks they test); with "
+        "--out, the file's other rows are kept and these replaced",
+    )
     args = parser.parse_args(argv)
+    if args.rows and not args.follow_up:
+        parser.error("--rows needs --follow-up")
     if not 0 < args.scale <= 1:
         parser.error(f"--scale must be in (0, 1]; got {args.scale}")
     if args.out is not None:
@@ -55,18 +69,32 @@ def main(argv=None) -> int:
             parser.error(str(error))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = bench.minimal_ablation(
-        args.data_root, device=device, scale=args.scale, n_episodes=args.episodes, progress=True
-    )
+    if args.follow_up:
+        try:
+            rows = bench.followup_ablation(
+                args.data_root,
+                rows=args.rows,
+                device=device,
+                scale=args.scale,
+                n_episodes=args.episodes,
+                progress=True,
+            )
+        except ValueError as error:
+            parser.error(str(error))
+        setting = bench.SETTING + "; each row changes the network --recipe minimal trains"
+    else:
+        rows = bench.minimal_ablation(
+            args.data_root, device=device, scale=args.scale, n_episodes=args.episodes, progress=True
+        )
+        setting = bench.SETTING
     print(bench.format_table(rows, bench.ABLATION_COLUMNS))
     if args.out:
+        argv = ["python", "benchmarks/bench_minimal.py", *sys.argv[1:]]
+        if args.rows:
+            rows = bench.merged_rows(args.out, rows, bench.command_line(argv))
+            argv = [arg for arg in argv if arg not in ("--rows", *args.rows)]
         bench.write_results(
-            args.out,
-            rows,
-            argv=["python", "benchmarks/bench_minimal.py", *sys.argv[1:]],
-            device=device,
-            notes=args.notes,
-            setting=bench.SETTING,
+            args.out, rows, argv=argv, device=device, notes=args.notes, setting=setting
         )
         print(f"wrote {args.out}")
     return 0

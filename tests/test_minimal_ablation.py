@@ -163,3 +163,41 @@ def test_the_committed_ablation_is_the_rows_the_benchmark_runs():
         assert row["accuracy"] == pytest.approx(alphabets) and 0 < row["ci95"] < 5
         assert len(row["per_episode"]) == 400  # 200 in each of the two alphabets
         assert 100 * statistics.fmean(row["per_episode"]) == pytest.approx(row["accuracy"])
+
+
+def test_merged_rows_replace_rows_by_name_in_the_tables_order(tmp_path):
+    path = tmp_path / "followup.json"
+    assert (
+        bench.merged_rows(path, [_row("without distortions", "n", [0.5])], "c1")[0]["measured_by"]
+        == "c1"
+    )  # no file yet: the new rows alone
+    old = [
+        _row("+ transductive prototypes", bench.RECIPE_ROW, [0.7]),
+        _row(bench.RECIPE_NETWORK, None, [0.6]),
+        _row("a row of an older table", None, [0.1]),
+    ]
+    bench.write_results(path, old, argv=["python", "x.py"], device="cpu", notes="")
+    new = [_row(bench.RECIPE_NETWORK, None, [0.65]), _row(bench.RECIPE_ROW, "n", [0.7])]
+    merged = bench.merged_rows(path, new, "python x.py --rows y")
+    assert [row["row"] for row in merged] == [
+        bench.RECIPE_NETWORK,
+        bench.RECIPE_ROW,
+        "+ transductive prototypes",
+        "a row of an older table",
+    ]
+    assert merged[0]["per_episode"] == [0.65] and merged[0]["measured_by"].endswith("--rows y")
+    assert "measured_by" not in merged[2]  # kept as the file had it
+
+
+def test_a_row_that_tests_differently_needs_the_network_it_tests():
+    from fslearn.bench.minimal_followup import _needed
+
+    assert _needed(["without distortions"]) == ["without distortions"]
+    assert _needed(["transductive, 5 refinements"]) == [
+        bench.RECIPE_NETWORK,
+        bench.RECIPE_ROW,
+        "+ transductive prototypes",
+        "transductive, 5 refinements",
+    ]
+    with pytest.raises(ValueError, match=r"unknown rows \['nope'\]"):
+        bench.followup_ablation("data", rows=["nope"])

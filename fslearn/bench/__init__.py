@@ -27,10 +27,18 @@ None of this is part of ``fslearn.__all__``: ``from fslearn import bench``.
 from .baselines import dataloader_episodes, per_task_meta_loss
 from .maml import BASELINE, COMPILED, EAGER, MAML_COLUMNS, MAML_SETTINGS, maml_speed
 from .minimal import ABLATION_COLUMNS, DROPPED, KEPT, SETTING, minimal_ablation
+from .minimal_followup import (
+    FOLLOW_UP,
+    RECIPE_NETWORK,
+    RECIPE_ROW,
+    followup_ablation,
+    merged_rows,
+)
 from .report import (
     command_line,
     format_table,
     recorded_maml_speed,
+    recorded_followup_ablation,
     recorded_minimal_ablation,
     results_record,
     write_results,
@@ -50,6 +58,11 @@ from .validation import format_validation, recorded_gpu_validation, write_valida
 
 __all__ = [
     "ABLATION_COLUMNS",
+    "FOLLOW_UP",
+    "RECIPE_NETWORK",
+    "RECIPE_ROW",
+    "followup_ablation",
+    "merged_rows",
     "BASELINE",
     "HIGHER",
     "LOOP",
@@ -78,6 +91,7 @@ __all__ = [
     "provenance_table",
     "recorded_gpu_validation",
     "recorded_maml_speed",
+    "recorded_followup_ablation",
     "recorded_minimal_ablation",
     "reference_maml_speed",
     "reference_table",

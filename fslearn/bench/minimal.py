@@ -64,6 +64,31 @@ def _union(first: FewShotDataset, second: FewShotDataset) -> FewShotDataset:
     )
 
 
+def scored_row(row: dict, learner, test: FewShotDataset, n_episodes: int, train_s, device) -> dict:
+    """``row`` with the scores of ``learner`` on ``n_episodes`` fixed 20-way 1-shot episodes
+    with one query per class within each alphabet of ``test`` (``seed=0``: the same episodes
+    for every row), and the seconds it trained (``train_s``) and tested."""
+    sync(device)
+    start = time.perf_counter()
+    scores = evaluate_within_groups(learner, test, 20, 1, 1, n_episodes, seed=0)
+    sync(device)
+    return {
+        **row,
+        "accuracy": 100 * scores.overall.mean,
+        "ci95": 100 * scores.overall.ci95,
+        **{f"{group} (%)": 100 * a.mean for group, a in scores.groups.items()},
+        "train_s": train_s,
+        "test_s": time.perf_counter() - start,
+        "test_episodes": n_episodes,
+        # For paired differences between rows: every row scores the same episodes.
+        "per_episode": [round(a, 4) for a in scores.overall.per_episode.tolist()],
+    }
+
+
+def row_summary(row: dict) -> str:
+    return f"{row['accuracy']:.2f} ± {row['ci95']:.2f}% in {row['train_s']:.0f} s"
+
+
 # Each trainer takes the training set and a row's settings, and returns the learner with
 # what it trained differently from them.
 
@@ -124,7 +149,7 @@ DROPPED = {
 }
 
 
-def _scaled(settings: dict, scale: float) -> dict:
+def scaled_budget(settings: dict, scale: float) -> dict:
     return {
         **settings,
         **{k: max(1, round(settings[k] * scale)) for k in ("steps", "halve_every")},
@@ -144,7 +169,7 @@ def _what_to_train(data: dict, settings: dict, change: dict) -> tuple[FewShotDat
     if "n_way" in change:
         # Steps of n_way-way episodes cost n_way / 20 times as much: as many images in all.
         fewer = settings["n_way"] / change["n_way"]
-        settings = {**_scaled(settings, fewer), "n_way": change["n_way"]}
+        settings = {**scaled_budget(settings, fewer), "n_way": change["n_way"]}
     return train, settings
 
 
@@ -194,29 +219,11 @@ def minimal_ablation(
     rows, kept_settings, learners = [], {}, {}
 
     def score(name, settings, learner, train_s, compared_with, kept, test=data["test"]):
-        sync(device)
-        start = time.perf_counter()
-        scores = evaluate_within_groups(learner, test, 20, 1, 1, n_episodes, seed=0)
-        sync(device)
-        rows.append(
-            {
-                "row": name,
-                "compared_with": compared_with,
-                "kept": kept,
-                **settings,
-                "accuracy": 100 * scores.overall.mean,
-                "ci95": 100 * scores.overall.ci95,
-                **{f"{group} (%)": 100 * a.mean for group, a in scores.groups.items()},
-                "train_s": train_s,
-                "test_s": time.perf_counter() - start,
-                "test_episodes": n_episodes,
-                # For paired differences between rows: every row scores the same episodes.
-                "per_episode": [round(a, 4) for a in scores.overall.per_episode.tolist()],
-            }
-        )
+        row = dict(row=name, compared_with=compared_with, kept=kept, **settings)
+        rows.append(scored_row(row, learner, test, n_episodes, train_s, device))
         bar.update()
         if progress:
-            bar.write(f"{name}: {scores.overall} in {train_s:.0f} s")
+            bar.write(f"{name}: {row_summary(rows[-1])}")
 
     def trained(train_with, train, settings):
         sync(device)
@@ -228,7 +235,7 @@ def minimal_ablation(
     settings, above = dict(BASELINE_SETTINGS), None
     for name, change in KEPT.items():
         settings.update(change)
-        kept_settings[name] = _scaled(settings, scale)
+        kept_settings[name] = scaled_budget(settings, scale)
         if "test_views" in change:
             views = with_test_views(learners[above], change["test_views"], MINIMAL["augment"])
             learners[name], used, seconds = views, kept_settings[name], 0.0

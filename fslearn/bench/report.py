@@ -15,6 +15,7 @@ from .timing import device_name
 # Inside the package, not beside it, so that the chapters find it in a pip install and in Colab.
 RESULTS_FILE = "results/maml_speed.json"
 ABLATION_FILE = "results/minimal_ablation.json"
+FOLLOW_UP_FILE = "results/minimal_followup.json"
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -123,4 +124,15 @@ def recorded_minimal_ablation() -> dict:
     hour on a 2-core CPU).
     """
     file = resources.files("fslearn").joinpath(ABLATION_FILE)
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+def recorded_followup_ablation() -> dict:
+    """The minimal recipe's second ablation shipped with fslearn
+    (``fslearn/results/minimal_followup.json``): changes to the recipe's own network, at its
+    budget; chapter 8 shows it. Each row records the command that measured it
+    (``measured_by``); ``python benchmarks/bench_minimal.py --data-root DIR --follow-up --out
+    fslearn/results/minimal_followup.json`` measures every row again (hours on a 2-core CPU).
+    """
+    file = resources.files("fslearn").joinpath(FOLLOW_UP_FILE)
     return json.loads(file.read_text(encoding="utf-8"))
