@@ -172,7 +172,7 @@ def test_merged_rows_replace_rows_by_name_in_the_tables_order(tmp_path):
         == "c1"
     )  # no file yet: the new rows alone
     old = [
-        _row("+ transductive prototypes", bench.RECIPE_ROW, [0.7]),
+        _row("transductive prototypes", bench.RECIPE_ROW, [0.7]),
         _row(bench.RECIPE_NETWORK, None, [0.6]),
         _row("a row of an older table", None, [0.1]),
     ]
@@ -182,7 +182,7 @@ def test_merged_rows_replace_rows_by_name_in_the_tables_order(tmp_path):
     assert [row["row"] for row in merged] == [
         bench.RECIPE_NETWORK,
         bench.RECIPE_ROW,
-        "+ transductive prototypes",
+        "transductive prototypes",
         "a row of an older table",
     ]
     assert merged[0]["per_episode"] == [0.65] and merged[0]["measured_by"].endswith("--rows y")
@@ -196,7 +196,7 @@ def test_a_row_that_tests_differently_needs_the_network_it_tests():
     assert _needed(["transductive, 5 refinements"]) == [
         bench.RECIPE_NETWORK,
         bench.RECIPE_ROW,
-        "+ transductive prototypes",
+        "transductive prototypes",
         "transductive, 5 refinements",
     ]
     with pytest.raises(ValueError, match=r"unknown rows \['nope'\]"):

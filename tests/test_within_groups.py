@@ -206,7 +206,7 @@ def test_the_second_ablation_measures_the_named_rows_and_merges_them(tmp_path, r
         return json.loads(out.read_text())
 
     run("without distortions")
-    record = run("+ transductive prototypes")
+    record = run("transductive prototypes")
     rows = {row["row"]: row for row in record["rows"]}
     # The named rows, and the networks the second tests: in the table's order.
     network = bench.RECIPE_NETWORK
@@ -214,14 +214,14 @@ def test_the_second_ablation_measures_the_named_rows_and_merges_them(tmp_path, r
         network,
         "without distortions",
         bench.RECIPE_ROW,
-        "+ transductive prototypes",
+        "transductive prototypes",
     ]
     assert "--rows" not in record["command"] and record["command"].endswith(str(out))
     assert "--rows 'without distortions'" in rows["without distortions"]["measured_by"]
     assert rows["without distortions"]["augment"] == 0 and rows[network]["augment"] == 1
     assert rows[network]["steps"] == round(MINIMAL["steps"] * 0.0005)
     # Testing differently trains nothing; every row scores the same episodes.
-    assert rows["+ transductive prototypes"]["train_s"] == 0
-    assert rows["+ transductive prototypes"]["test_views"] == MINIMAL_TEST_VIEWS
-    assert rows["+ transductive prototypes"]["transductive_steps"] == 1
+    assert rows["transductive prototypes"]["train_s"] == 0
+    assert rows["transductive prototypes"]["test_views"] == MINIMAL_TEST_VIEWS
+    assert rows["transductive prototypes"]["transductive_steps"] == 1
     assert {len(row["per_episode"]) for row in rows.values()} == {4}

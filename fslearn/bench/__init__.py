@@ -37,8 +37,8 @@ from .minimal_followup import (
 from .report import (
     command_line,
     format_table,
-    recorded_maml_speed,
     recorded_followup_ablation,
+    recorded_maml_speed,
     recorded_minimal_ablation,
     results_record,
     write_results,

@@ -19,11 +19,24 @@ from ..training.presets import MINIMAL, MINIMAL_TEST_VIEWS
 from .minimal import row_summary, scaled_budget, scored_row
 from .timing import sync
 
-#: The first row: the network ``--recipe minimal`` trains (:data:`MINIMAL`), scored on its
-#: own, without test-time views.
+#: The first row: the network ``--recipe minimal`` trained when this ablation began, scored
+#: on its own, without test-time views.
 RECIPE_NETWORK = "the recipe's network"
+#: Its settings, those of :data:`MINIMAL` then, kept apart so that a change of the recipe
+#: leaves the rows measured as they were.
+NETWORK_SETTINGS = dict(
+    n_way=20,
+    n_shot=1,
+    n_query=5,
+    steps=9000,
+    halve_every=3000,
+    hidden_channels=64,
+    rotate_classes=True,
+    reflect_classes=True,
+    augment=1.0,
+)
 #: The recipe as ``fslearn eval --test-views 8`` scores it: its network on averaged views.
-RECIPE_ROW = "+ 8 test-time views"
+RECIPE_ROW = "8 test-time views"
 #: The rows: name → (the row it changes, the change). A change of ``steps``, ``augment`` or
 #: the episodes trains a network of its own; ``test_views`` tests the network of the row it
 #: changes on averaged views.
@@ -31,13 +44,31 @@ FOLLOW_UP = {
     RECIPE_NETWORK: (None, {}),
     "without distortions": (RECIPE_NETWORK, dict(augment=0.0)),
     "episodes within one alphabet": (RECIPE_NETWORK, dict(within_groups=True)),
-    "+ stroke widths": (RECIPE_NETWORK, dict(stroke_width=0.5)),
+    "stroke widths": (RECIPE_NETWORK, dict(stroke_width=0.5)),
     RECIPE_ROW: (RECIPE_NETWORK, dict(test_views=MINIMAL_TEST_VIEWS)),
     "16 test-time views": (RECIPE_ROW, dict(test_views=16)),
     "views at half the strength": (RECIPE_ROW, dict(test_strength=0.5)),
-    "+ transductive prototypes": (RECIPE_ROW, dict(transductive_steps=1)),
-    "transductive, 5 refinements": ("+ transductive prototypes", dict(transductive_steps=5)),
+    "transductive prototypes": (RECIPE_ROW, dict(transductive_steps=1)),
+    "transductive, 5 refinements": ("transductive prototypes", dict(transductive_steps=5)),
 }
+#: The strength of the distortions of test-time views: ``with_test_views``' default, as
+#: ``fslearn eval --test-views`` uses it.
+VIEW_STRENGTH = 1.0
+#: What the recipe does about each change a row can make, where :data:`MINIMAL` does not say:
+#: how ``fslearn eval --test-views 8`` tests it, and what it leaves out.
+RECIPE_DEFAULTS = dict(
+    test_views=MINIMAL_TEST_VIEWS,
+    test_strength=VIEW_STRENGTH,
+    transductive_steps=0,
+    within_groups=False,
+    stroke_width=0.0,
+)
+
+
+def in_recipe(name: str) -> bool:
+    """Whether ``--recipe minimal``, as it is now, makes the change of the row ``name``."""
+    recipe = {**RECIPE_DEFAULTS, **MINIMAL}
+    return all(recipe.get(key) == value for key, value in FOLLOW_UP[name][1].items())
 
 
 #: The settings that change how a network is tested, not how it is trained.
@@ -61,7 +92,7 @@ def _needed(rows: list[str]) -> list[str]:
 def _tested(network, settings: dict):
     """``network`` as a row with ``settings`` tests it."""
     if settings.get("test_views"):
-        strength = settings.get("test_strength", MINIMAL["augment"])
+        strength = settings.get("test_strength", VIEW_STRENGTH)
         network = with_test_views(network, settings["test_views"], strength)
     if settings.get("transductive_steps"):
         network = with_transductive_prototypes(network, settings["transductive_steps"])
@@ -85,8 +116,8 @@ def followup_ablation(
 
     Returns:
         One dict per row, in :data:`FOLLOW_UP`'s order, with the keys of
-        :func:`~fslearn.bench.minimal_ablation`'s rows (``kept`` is None: the record says
-        which changes the recipe keeps).
+        :func:`~fslearn.bench.minimal_ablation`'s rows (``kept``: whether the recipe makes
+        the row's change, :func:`in_recipe`).
 
     Args:
         root: the folder whose ``omniglot/`` holds both small zips.
@@ -108,7 +139,10 @@ def followup_ablation(
     bar = progress_bar(len(names), "minimal recipe, second ablation", progress)
     settings = {}
     for name, (base, change) in FOLLOW_UP.items():
-        settings[name] = {**(settings[base] if base else scaled_budget(MINIMAL, scale)), **change}
+        settings[name] = {
+            **(settings[base] if base else scaled_budget(NETWORK_SETTINGS, scale)),
+            **change,
+        }
     results, networks = [], {}
     for name in names:
         base = FOLLOW_UP[name][0]
@@ -123,7 +157,9 @@ def followup_ablation(
             networks[name] = train_protonet(train, **training, seed=0, progress=False)[0]
             sync(device)
             seconds = time.perf_counter() - start
-        row = dict(row=name, compared_with=base, kept=None, method="protonet", **settings[name])
+        row = dict(
+            row=name, compared_with=base, kept=in_recipe(name), method="protonet", **settings[name]
+        )
         results.append(
             scored_row(
                 row, _tested(networks[name], settings[name]), test, n_episodes, seconds, device

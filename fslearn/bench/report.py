@@ -10,6 +10,7 @@ from importlib import resources
 import torch
 
 from ..common import atomic_path
+from .minimal_followup import in_recipe
 from .timing import device_name
 
 # Inside the package, not beside it, so that the chapters find it in a pip install and in Colab.
@@ -133,6 +134,11 @@ def recorded_followup_ablation() -> dict:
     budget; chapter 8 shows it. Each row records the command that measured it
     (``measured_by``); ``python benchmarks/bench_minimal.py --data-root DIR --follow-up --out
     fslearn/results/minimal_followup.json`` measures every row again (hours on a 2-core CPU).
+    Each row's ``kept`` says whether the recipe, as it is now, makes the row's change
+    (:func:`~fslearn.bench.minimal_followup.in_recipe`), filled in as the record is read.
     """
     file = resources.files("fslearn").joinpath(FOLLOW_UP_FILE)
-    return json.loads(file.read_text(encoding="utf-8"))
+    record = json.loads(file.read_text(encoding="utf-8"))
+    for row in record["rows"]:
+        row["kept"] = in_recipe(row["row"])
+    return record
