@@ -375,3 +375,19 @@ def test_cli_trains_on_a_colour_folder_without_rotations_and_evaluates_it(tmp_pa
         16,
         match="--image-size applies to --dataset folder, not embedded",
     )
+
+
+def test_a_photos_exif_orientation_is_applied(tmp_path):
+    """A camera stores a photo taken with the phone turned as it was read off the sensor, with
+    an EXIF tag saying how to turn it upright; viewers turn it, and so must the loader."""
+    pixels = np.zeros((12, 12), dtype=np.uint8)
+    pixels[:, :6] = 255  # the left half white, as the sensor read it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: show it turned 90° clockwise
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(pixels, "L").save(tmp_path / "photos" / "a" / f"{i}.png", exif=exif)
+    image = fsl.load_folder(tmp_path / "photos", image_size=12, progress=False).flat_images[0, 0]
+    upright = torch.from_numpy(np.rot90(pixels, -1).copy())  # the top half white
+    assert torch.equal(image, upright)
+    assert image[:6].float().mean() > 250 and image[6:].float().mean() < 5

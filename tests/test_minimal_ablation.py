@@ -201,3 +201,28 @@ def test_a_row_that_tests_differently_needs_the_network_it_tests():
     ]
     with pytest.raises(ValueError, match=r"unknown rows \['nope'\]"):
         bench.followup_ablation("data", rows=["nope"])
+
+
+def test_the_committed_second_ablation_is_the_rows_the_benchmark_runs():
+    from fslearn.bench.minimal_followup import NETWORK_SETTINGS, in_recipe
+
+    record = bench.recorded_followup_ablation()
+    assert record["command"].startswith("python benchmarks/bench_minimal.py")
+    assert "--follow-up" in record["command"] and "--scale" not in record["command"]
+    rows = {row["row"]: row for row in record["rows"]}
+    assert list(rows) == list(bench.FOLLOW_UP)
+    network = rows[bench.RECIPE_NETWORK]
+    assert {key: network[key] for key in NETWORK_SETTINGS} == NETWORK_SETTINGS
+    for name, (base, change) in bench.FOLLOW_UP.items():
+        row = rows[name]
+        assert row["compared_with"] == base and row["kept"] == in_recipe(name)
+        assert {key: row[key] for key in change} == change
+        # Measured with the rows named, or as the network a named row tests.
+        assert row["measured_by"].startswith("python benchmarks/bench_minimal.py")
+        assert "--follow-up --rows" in row["measured_by"]
+        assert len(row["per_episode"]) == 400 and row["test_episodes"] == 200
+        alphabets = (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
+        assert row["accuracy"] == pytest.approx(alphabets)
+        assert 100 * statistics.fmean(row["per_episode"]) == pytest.approx(row["accuracy"])
+    # The recipe as scored makes every change the recipe keeps.
+    assert rows[bench.RECIPE_ROW]["kept"] and network["kept"]

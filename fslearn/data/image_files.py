@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..common import cache_dir, check_positive_int, progress_bar
 from .archives import IMAGE_ERRORS
@@ -37,7 +37,7 @@ MODES = {1: "L", 3: "RGB"}
 # Pillow modes of one channel (with or without alpha); every other mode counts as colour.
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # Bump when decoding changes (conversion, resampling), so that old caches are rebuilt.
-_DECODER_VERSION = 1
+_DECODER_VERSION = 2  # 2: EXIF orientation applied
 # Files decoded per job: large enough that the pool's overhead is small, small enough that the
 # progress bar moves and an error stops the work soon.
 _CHUNK = 32
@@ -63,14 +63,16 @@ def check_channels(channels) -> int | None:
 
 
 def decode_image(path: Path, image_size: int, mode: str) -> np.ndarray:
-    """The image file ``path`` as uint8 ``(C, image_size, image_size)``, C = 1 for ``"L"``.
+    """The image file ``path`` as uint8 ``(C, image_size, image_size)``, C = 1 for ``"L"``,
+    upright: a camera's EXIF orientation tag is applied first, as image viewers do, so a
+    photo taken with the phone turned is not learned lying on its side.
 
     Raises:
         ImageFolderError: the file cannot be read as an image (named, with Pillow's reason).
     """
     try:
         with Image.open(path) as image:
-            return to_chw(image, mode, (image_size, image_size))
+            return to_chw(ImageOps.exif_transpose(image), mode, (image_size, image_size))
     except IMAGE_ERRORS as error:
         raise _unreadable(path, error) from error
 
