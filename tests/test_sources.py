@@ -5,9 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 import fslearn as fsl
 from fslearn.data import embedded, lake_runs, omniglot_splits
+from fslearn.models import resnet12
 from fslearn.training import presets
 
 PAGE = Path(__file__).resolve().parents[1] / "book" / "sources.md"
@@ -154,3 +156,31 @@ def test_dataset_constants_are_the_pages(page):
     assert {
         s: number(page[f"miniimagenet.split.{s}"]) for s in ("train", "val", "test")
     } == fsl.MINIIMAGENET_SPLIT_SIZES
+
+
+def test_resnet12_is_the_pages(page):
+    net = fsl.ResNet12(seed=0)
+    widths = tuple(number(w) for w in page["resnet12.widths"].split(","))
+    assert resnet12.STANDARD_CHANNELS == net.channels == widths
+    assert len(net.blocks) == number(page["resnet12.blocks"])
+    slopes = {m.negative_slope for m in net.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {number(page["resnet12.leaky_slope"])}
+    shortcut = number(page["resnet12.shortcut_kernel"])
+    for block in net.blocks:
+        convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+        assert [m.kernel_size for m in convs].count((3, 3)) == number(
+            page["resnet12.convs_per_block"]
+        )
+        assert [m.kernel_size for m in convs].count((shortcut, shortcut)) == 1
+        assert all(m.stride == (1, 1) and m.bias is None for m in convs)
+        assert block.pool.kernel_size == number(page["resnet12.pool_px"])
+    side = number(page["resnet12.feature_px"])
+    assert net.feature_shape((3, 84, 84)) == (widths[-1], side, side)
+    assert widths[-1] * side * side == number(page["resnet12.flat_dim"])
+    assert sum(p.numel() for p in net.parameters()) == number(page["resnet12.parameters"])
+
+
+def test_transductive_prototypes_default_steps_are_the_pages(page):
+    steps = number(page["ren.soft_kmeans_steps"])
+    for function in (fsl.TransductivePrototypes, fsl.with_transductive_prototypes):
+        assert inspect.signature(function).parameters["steps"].default == steps, function
