@@ -1,8 +1,8 @@
 """ResNet-12, the deeper backbone of the few-shot literature (TADAM, MetaOptNet and after).
 
-Four residual blocks of widths 64, 160, 320 and 640, as Oreshkin et al. (2018, TADAM)
-designed it and Lee et al. (2019, MetaOptNet; their ``models/ResNet12_embedding.py``)
-published it. Each block (``ResidualBlock``) is three 3×3 convolutions without bias,
+Four residual blocks of widths 64, 160, 320 and 640, as Lee et al. (2019, MetaOptNet; their
+``models/ResNet12_embedding.py``) published it, on the block of Oreshkin et al. (2018,
+TADAM, whose widths are 64, 128, 256 and 512, with swish activations). Each block (``ResidualBlock``) is three 3×3 convolutions without bias,
 each followed by batch norm, the first two by a leaky ReLU of slope 0.1; a 1×1 convolution
 and batch norm carry the block's input to its end, where the two are added, passed through
 the leaky ReLU and max-pooled 2×2.
@@ -71,8 +71,8 @@ class ResNet12(nn.Module):
     widths it has 12 424 320 parameters.
 
     What differs from Lee et al.'s code (MetaOptNet, ``models/ResNet12_embedding.py``): no
-    DropBlock or dropout (their regulariser of the last two blocks in training; it changes
-    no shape and no parameter), and the average pool is always on (theirs is an option, off
+    dropout or DropBlock (theirs, in training only: dropout after the first two blocks,
+    DropBlock after the last two; it changes no shape and no parameter), and the average pool is always on (theirs is an option, off
     by default, which flattens the 640×5×5 maps of 84×84 images into 16 000 numbers;
     ``avg_pool=True`` there pools the same 5×5 maps into these 640). The weights start as
     theirs: convolutions He-normal (``fan_out``), batch norm at scale 1 and shift 0.
