@@ -13,7 +13,6 @@ from ..common import check_positive_int, default_device, progress_bar
 from ..data.catalog import load_dataset
 from ..methods.transductive import with_transductive_prototypes
 from ..methods.views import with_test_views
-from ..sampling.strokes import StrokeWidth
 from ..training.metric_recipes import train_protonet
 from ..training.presets import MINIMAL, MINIMAL_TEST_VIEWS
 from .minimal import row_summary, scaled_budget, scored_row
@@ -44,7 +43,6 @@ FOLLOW_UP = {
     RECIPE_NETWORK: (None, {}),
     "without distortions": (RECIPE_NETWORK, dict(augment=0.0)),
     "episodes within one alphabet": (RECIPE_NETWORK, dict(within_groups=True)),
-    "stroke widths": (RECIPE_NETWORK, dict(stroke_width=0.5)),
     RECIPE_ROW: (RECIPE_NETWORK, dict(test_views=MINIMAL_TEST_VIEWS)),
     "16 test-time views": (RECIPE_ROW, dict(test_views=16)),
     "views at half the strength": (RECIPE_ROW, dict(test_strength=0.5)),
@@ -61,7 +59,6 @@ RECIPE_DEFAULTS = dict(
     test_strength=VIEW_STRENGTH,
     transductive_steps=0,
     within_groups=False,
-    stroke_width=0.0,
 )
 
 
@@ -150,8 +147,6 @@ def followup_ablation(
             networks[name], seconds = networks[base], 0.0
         else:
             training = {k: v for k, v in settings[name].items() if k not in TEST_TIME}
-            if "stroke_width" in training:
-                training["transform"] = StrokeWidth(training.pop("stroke_width"))
             sync(device)
             start = time.perf_counter()
             networks[name] = train_protonet(train, **training, seed=0, progress=False)[0]

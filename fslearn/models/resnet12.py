@@ -2,10 +2,11 @@
 
 Four residual blocks of widths 64, 160, 320 and 640, as Lee et al. (2019, MetaOptNet; their
 ``models/ResNet12_embedding.py``) published it, on the block of Oreshkin et al. (2018,
-TADAM, whose widths are 64, 128, 256 and 512, with swish activations). Each block (``ResidualBlock``) is three 3×3 convolutions without bias,
-each followed by batch norm, the first two by a leaky ReLU of slope 0.1; a 1×1 convolution
-and batch norm carry the block's input to its end, where the two are added, passed through
-the leaky ReLU and max-pooled 2×2.
+TADAM, whose widths are 64, 128, 256 and 512, with swish activations). Each block
+(``ResidualBlock``) is three 3×3 convolutions without bias, each followed by batch norm,
+the first two by a leaky ReLU of slope 0.1; a 1×1 convolution and batch norm carry the
+block's input to its end, where the two are added, passed through the leaky ReLU and
+max-pooled 2×2.
 """
 
 from __future__ import annotations
@@ -72,10 +73,11 @@ class ResNet12(nn.Module):
 
     What differs from Lee et al.'s code (MetaOptNet, ``models/ResNet12_embedding.py``): no
     dropout or DropBlock (theirs, in training only: dropout after the first two blocks,
-    DropBlock after the last two; it changes no shape and no parameter), and the average pool is always on (theirs is an option, off
-    by default, which flattens the 640×5×5 maps of 84×84 images into 16 000 numbers;
-    ``avg_pool=True`` there pools the same 5×5 maps into these 640). The weights start as
-    theirs: convolutions He-normal (``fan_out``), batch norm at scale 1 and shift 0.
+    DropBlock after the last two; it changes no shape and no parameter), and the average
+    pool is always on (theirs is an option, off by default, which flattens the 640×5×5 maps
+    of 84×84 images into 16 000 numbers; ``avg_pool=True`` there pools the same 5×5 maps
+    into these 640). The weights start as theirs: convolutions He-normal (``fan_out``),
+    batch norm at scale 1 and shift 0.
 
     Args:
         in_channels: image channels (3 for colour images, 1 for characters).
