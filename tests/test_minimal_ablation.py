@@ -219,7 +219,7 @@ def test_the_committed_second_ablation_is_the_rows_the_benchmark_runs():
         assert {key: row[key] for key in change} == change
         # Measured with the rows named, or as the network a named row tests.
         assert row["measured_by"].startswith("python benchmarks/bench_minimal.py")
-        assert "--follow-up --rows" in row["measured_by"]
+        assert "--follow-up" in row["measured_by"] and " --rows " in row["measured_by"]
         assert len(row["per_episode"]) == 400 and row["test_episodes"] == 200
         alphabets = (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
         assert row["accuracy"] == pytest.approx(alphabets)
