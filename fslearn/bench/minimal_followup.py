@@ -77,7 +77,7 @@ def _tests_only(name: str) -> bool:
 
 
 def _needed(rows: list[str]) -> list[str]:
-    """``rows`` and the rows whose networks they test, in :data:`FOLLOW_UP`'s order."""
+    """``rows`` and the rows whose networks they test, in ``FOLLOW_UP``'s order."""
     wanted = set(rows)
     for name in rows:
         while _tests_only(name):
@@ -105,16 +105,16 @@ def followup_ablation(
     n_episodes: int = 200,
     progress: bool = False,
 ) -> list[dict]:
-    """Train and score the rows of :data:`FOLLOW_UP` (all, or those named in ``rows`` and the
-    rows whose networks they test) as :func:`~fslearn.bench.minimal_ablation` scores its
-    rows: trained on ``images_background_small1`` with ``seed=0``, scored on ``n_episodes``
-    20-way 1-shot episodes with one query per class within each alphabet of small2 that
-    small1 lacks.
+    """Train and score the rows of :data:`~fslearn.bench.FOLLOW_UP` (all, or those named in
+    ``rows`` and the rows whose networks they test) as
+    :func:`~fslearn.bench.minimal_ablation` scores its rows: trained on
+    ``images_background_small1`` with ``seed=0``, scored on ``n_episodes`` 20-way 1-shot
+    episodes with one query per class within each alphabet of small2 that small1 lacks.
 
     Returns:
-        One dict per row, in :data:`FOLLOW_UP`'s order, with the keys of
+        One dict per row, in :data:`~fslearn.bench.FOLLOW_UP`'s order, with the keys of
         :func:`~fslearn.bench.minimal_ablation`'s rows (``kept``: whether the recipe makes
-        the row's change, :func:`in_recipe`).
+        the row's change, ``in_recipe``).
 
     Args:
         root: the folder whose ``omniglot/`` holds both small zips.
@@ -170,7 +170,7 @@ def followup_ablation(
 def merged_rows(path, rows: list[dict], command: str) -> list[dict]:
     """The rows of the results file at ``path`` (none if it does not exist) with ``rows``
     in place of those of the same names, each new row recording the ``command`` that
-    measured it, in :data:`FOLLOW_UP`'s order."""
+    measured it, in :data:`~fslearn.bench.FOLLOW_UP`'s order."""
     path = Path(path)
     old = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.exists() else []
     by_name = {row["row"]: row for row in old}

@@ -135,7 +135,7 @@ def recorded_followup_ablation() -> dict:
     (``measured_by``); ``python benchmarks/bench_minimal.py --data-root DIR --follow-up --out
     fslearn/results/minimal_followup.json`` measures every row again (hours on a 2-core CPU).
     Each row's ``kept`` says whether the recipe, as it is now, makes the row's change
-    (:func:`~fslearn.bench.minimal_followup.in_recipe`), filled in as the record is read.
+    (``fslearn.bench.minimal_followup.in_recipe``), filled in as the record is read.
     """
     file = resources.files("fslearn").joinpath(FOLLOW_UP_FILE)
     record = json.loads(file.read_text(encoding="utf-8"))
