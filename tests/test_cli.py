@@ -185,6 +185,13 @@ def test_pretrain_trains_in_epochs_and_tests_with_a_fitted_head(tmp_path):
         match="holds a pretrain learner (FineTune): leave --test-views out",
     )
     fails(
+        "eval",
+        out / "checkpoint.pt",
+        "--transductive-steps",
+        1,
+        match="holds a pretrain learner (FineTune): leave --transductive-steps out",
+    )
+    fails(
         "train",
         "pretrain",
         *TINY,
@@ -254,6 +261,49 @@ def test_eval_runs_takes_the_same_test_views_as_evaluate_runs(protonet_run, tmp_
         fsl.evaluate_runs(loaded, embed=lambda x: x.flatten(1), test_views=2)
     with pytest.raises(ValueError, match="test_views must be a positive integer"):
         fsl.evaluate_runs(loaded, learner=learner, test_views=0)
+
+
+def test_eval_and_eval_runs_test_transductively_as_the_library_does(protonet_run, tmp_path):
+    from test_transductive import refined_by_hand
+
+    out, _ = protonet_run
+    checkpoint = out / "checkpoint.pt"
+    device = torch.device(json.loads((out / "config.json").read_text())["device"])
+    learner = fsl.load_learner(checkpoint, n_way=5, image_shape=(1, 28, 28), device=device)
+    dataset = fsl.load_dataset("embedded", "test", progress=False, device=device)
+    episodes = fsl.EpisodeSet(dataset, 5, 1, 15, n_episodes=4, seed=0)
+    both = ("--test-views", 3, "--transductive-steps", 2)
+    shown = json.loads(fslearn("eval", checkpoint, "--episodes", 4, *both, "--json").stdout)
+    assert shown["transductive_steps"] == 2 and shown["test_views"] == 3
+    tested = fsl.with_transductive_prototypes(fsl.with_test_views(learner, 3), 2)
+    assert shown["accuracy"] == pytest.approx(fsl.evaluate(tested, episodes).mean, abs=1e-6)
+    assert "transductive_steps" not in json.loads(fslearn("eval", checkpoint, "--json").stdout)
+    # Lake's runs: each run's 20 test images refine the prototypes, soft k-means by hand.
+    files, _ = make_runs(random.Random(1))
+    runs = write_zip(tmp_path / "all_runs.zip", files)
+    command = ("eval-runs", checkpoint, "--runs", runs, "--transductive-steps", 2)
+    scores = json.loads(fslearn(*command, "--json").stdout)
+    learner = fsl.load_learner(checkpoint, n_way=20, image_shape=(1, 28, 28), device=device)
+    loaded = fsl.load_runs(runs)
+    expected = fsl.evaluate_runs(loaded, learner=learner, transductive_steps=2)
+    assert scores["transductive_steps"] == expected["transductive_steps"] == 2
+    assert scores["errors"] == pytest.approx(expected["errors"], abs=1e-9)
+    errors, scale = [], learner.scale.item()
+    with torch.no_grad():
+        for run in loaded:
+            images = (run.support_x, run.query_x)
+            support, query = (learner.backbone(x.to(device) / 255).cpu() for x in images)
+            logits = refined_by_hand(support, torch.arange(20), query, 20, scale, 2)
+            errors.append(100 * (logits.argmax(1) != run.query_y).double().mean().item())
+    assert expected["errors"] == pytest.approx(errors, abs=1e-9)
+    assert expected["errors"] != fsl.evaluate_runs(loaded, learner=learner)["errors"]
+    assert "transductive" not in fsl.evaluate_runs(loaded, learner=learner)
+    assert "transductive (2 refinements of the prototypes)" in fslearn(*command).stdout
+    with pytest.raises(TypeError, match="pass learner= .* not embed="):
+        fsl.evaluate_runs(loaded, embed=lambda x: x.flatten(1), transductive_steps=1)
+    with pytest.raises(ValueError, match="transductive_steps must be an integer ≥ 0"):
+        fsl.evaluate_runs(loaded, learner=learner, transductive_steps=-1)
+    fails("eval", checkpoint, "--transductive-steps", -1, match="must be an integer ≥ 0", code=2)
 
 
 def test_bad_requests_fail_with_a_clear_message(protonet_run, tmp_path):

@@ -8,7 +8,7 @@ from .. import cli
 from ..data.catalog import DATASETS
 from ..methods.batch_norm_modes import TEST_BN_MODES
 from .eval_commands import eval_runs, evaluate_command
-from .option_types import episodes, image_options, positive, seed, ways
+from .option_types import episodes, image_options, natural, positive, seed, ways
 from .tool_commands import bench, info
 from .train_options import add_train_parser
 
@@ -120,4 +120,13 @@ def _test_views_option(p) -> None:
         help="test-time augmentation: embed every image as the mean over itself and N - 1 "
         "small affine distortions of it (protonet and triplet learners; the minimal recipe: 8); "
         "refused before any episode when its memory does not fit",
+    )
+    p.add_argument(
+        "--transductive-steps",
+        type=natural,
+        default=0,
+        metavar="N",
+        help="a transductive test, recorded as such: refine a protonet's prototypes with the "
+        "episode's own queries, N soft k-means steps (fsl.TransductivePrototypes; default 0, "
+        "none); every answer then depends on the other queries",
     )

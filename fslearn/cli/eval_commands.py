@@ -13,11 +13,11 @@ from ..evaluation import batch_norm_mode, evaluate, evaluate_within_groups
 from ..evaluation.groups import check_groups
 from ..methods.adaptation import GradientLearner
 from ..methods.one_shot_runs import evaluate_runs
-from ..methods.views import AVERAGEABLE, AVERAGEABLE_METHODS, check_views_memory, with_test_views
 from ..sampling.episode_set import EpisodeSet
 from ..training.checkpoint_file import read_checkpoint
 from ..training.specs import load_learner
 from .support import UsageError, dataset_for, image_options, parse_device
+from .test_time import as_tested, how_tested, test_fields
 
 
 def _task_batch(learner) -> int | None:
@@ -46,34 +46,6 @@ def _learner(checkpoint, test_bn: str | None, *, n_way: int, image_shape, device
     return learner
 
 
-def _check_views(learner, views: int, checkpoint, *, image_shape, n_images: int, device):
-    """Refuse ``views`` views of every image for ``learner`` unless its embeddings views can
-    average and all views of batches of ``n_images`` images fit ``device``'s memory, before
-    any episode is scored."""
-    if views == 1:
-        return
-    if not isinstance(learner, AVERAGEABLE):
-        method = read_checkpoint(checkpoint)["spec"]["method"]
-        raise UsageError(
-            f"--test-views averages the embeddings of the learners that classify by distances "
-            f"between them ({AVERAGEABLE_METHODS}); {checkpoint} holds a {method} learner "
-            f"({type(learner).__name__}): leave --test-views out"
-        )
-    try:
-        check_views_memory(learner.backbone, image_shape, n_images, views, device, "--test-views")
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
-def _with_views(learner, views: int, checkpoint, *, image_shape, n_images: int, device):
-    """``learner`` scoring each image by its mean embedding over ``views`` views (1: itself),
-    checked by :func:`_check_views` first."""
-    _check_views(
-        learner, views, checkpoint, image_shape=image_shape, n_images=n_images, device=device
-    )
-    return learner if views == 1 else with_test_views(learner, views)
-
-
 def test_checkpoint(
     checkpoint: Path,
     *,
@@ -89,18 +61,21 @@ def test_checkpoint(
     world: World = SINGLE,
     test_views: int = 1,
     test_bn: str | None = None,
+    transductive_steps: int = 0,
 ) -> dict:
     """Accuracy ± 95% CI of a checkpoint's learner on fixed, seeded episodes of ``test``, the
     test split of ``dataset`` (shared by ``world``'s processes), with ``test_views`` views of
-    every image (:func:`~fslearn.with_test_views`; 1: the image alone) and its test-time
-    batch norm set to ``test_bn`` (None: the learner's own)."""
+    every image (:func:`~fslearn.with_test_views`; 1: the image alone), its test-time
+    batch norm set to ``test_bn`` (None: the learner's own) and its prototypes refined with
+    the queries in ``transductive_steps`` steps (0: none)."""
     learner = _learner(
         checkpoint, test_bn, n_way=n_way, image_shape=test.image_shape, device=device
     )
-    learner = _with_views(
+    learner = as_tested(
         learner,
-        test_views,
         checkpoint,
+        test_views=test_views,
+        transductive_steps=transductive_steps,
         image_shape=test.image_shape,
         n_images=n_way * max(n_shot, n_query),  # the support and the queries embed apart
         device=device,
@@ -125,7 +100,7 @@ def test_checkpoint(
         "n_query": n_query,
         "episodes": episodes,
         "seed": seed,
-        **_views_field(test_views),
+        **test_fields(test_views, transductive_steps),
         "accuracy": accuracy.mean,
         "ci95": accuracy.ci95,
         "test_bn": accuracy.test_bn,
@@ -133,13 +108,8 @@ def test_checkpoint(
     }
 
 
-def _views_field(test_views: int) -> dict:
-    # Only when set, so that the results of plain tests read as they always have.
-    return {} if test_views == 1 else {"test_views": test_views}
-
-
 def describe(result: dict) -> str:
-    views = f", {result['test_views']} views per image" if "test_views" in result else ""
+    views = how_tested(result.get("test_views", 1), result.get("transductive_steps", 0))
     bn = f" (batch norm: {result['test_bn']})" if result.get("test_bn") else ""
     return (
         f"{result['dataset']} test, {result['n_way']}-way {result['n_shot']}-shot, "
@@ -209,6 +179,7 @@ def evaluate_command(args) -> int:
         progress=progress,
         test_views=args.test_views,
         test_bn=args.test_bn,
+        transductive_steps=args.transductive_steps,
     )
     print(json.dumps(result, indent=2) if args.json else describe(result))
     return 0
@@ -219,10 +190,11 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
     learner = _learner(
         args.checkpoint, args.test_bn, n_way=args.n_way, image_shape=test.image_shape, device=device
     )
-    learner = _with_views(
+    learner = as_tested(
         learner,
-        args.test_views,
         args.checkpoint,
+        test_views=args.test_views,
+        transductive_steps=args.transductive_steps,
         image_shape=test.image_shape,
         n_images=args.n_way * max(args.n_shot, args.n_query),
         device=device,
@@ -245,7 +217,7 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
         "split": "test",
         "within": "alphabet",
         **{k: getattr(args, k) for k in ("n_way", "n_shot", "n_query", "episodes", "seed")},
-        **_views_field(args.test_views),
+        **test_fields(args.test_views, args.transductive_steps),
         "accuracy": scores.overall.mean,
         "ci95": scores.overall.ci95,
         "test_bn": scores.overall.test_bn,
@@ -259,8 +231,7 @@ def _within_alphabet(args, test: FewShotDataset, dataset: str, device, progress:
         print(json.dumps(result, indent=2))
         return 0
     setting = f"{args.n_way}-way {args.n_shot}-shot, {args.episodes} episodes per alphabet"
-    if args.test_views > 1:
-        setting += f", {args.test_views} views per image"
+    setting += how_tested(args.test_views, args.transductive_steps)
     for name, accuracy in scores.groups.items():
         print(f"{name}: {accuracy}")
     for name, size in scores.left_out.items():
@@ -276,15 +247,21 @@ def eval_runs(args) -> int:
     learner = load_learner(
         args.checkpoint, n_way=20, image_shape=(1, *runs[0].support_x.shape[-2:]), device=device
     )
-    _check_views(
+    as_tested(  # refused here with the command line's fix; evaluate_runs tests it so
         learner,
-        args.test_views,
         args.checkpoint,
+        test_views=args.test_views,
+        transductive_steps=args.transductive_steps,
         image_shape=(1, *runs[0].support_x.shape[-2:]),
         n_images=20,  # the 20 training images, then the 20 test images, embed apart
         device=device,
     )
-    scores = evaluate_runs(runs, learner=learner, test_views=args.test_views)
+    scores = evaluate_runs(
+        runs,
+        learner=learner,
+        test_views=args.test_views,
+        transductive_steps=args.transductive_steps,
+    )
     if args.json:
         print(
             json.dumps(
@@ -295,7 +272,7 @@ def eval_runs(args) -> int:
         return 0
     for run, error in zip(runs, scores["errors"], strict=True):
         print(f"{run.name}: {error:5.1f}% error")
-    views = f", {args.test_views} views per image" if args.test_views > 1 else ""
+    views = how_tested(args.test_views, args.transductive_steps)
     print(
         f"mean error over {len(runs)} runs{views}: {scores['mean_error']:.2f}% (Lake et al. "
         "2015: people 4.5%, BPL 3.3%)"

@@ -7,6 +7,7 @@ import torch
 
 from ..common import check_positive_int, model_device
 from ..data.dataset import to_float
+from .transductive import with_transductive_prototypes
 from .views import AveragedViews, with_test_views
 
 
@@ -21,7 +22,14 @@ def _check_finite(values: torch.Tensor, who: str) -> None:
 
 
 def evaluate_runs(
-    runs, *, embed=None, learner=None, device=None, test_views: int = 1, seed: int = 0
+    runs,
+    *,
+    embed=None,
+    learner=None,
+    device=None,
+    test_views: int = 1,
+    seed: int = 0,
+    transductive_steps: int = 0,
 ) -> dict:
     """Error rates on the one-shot runs, by nearest neighbour in an embedding or by a learner.
 
@@ -42,13 +50,19 @@ def evaluate_runs(
             distortions of it (:func:`~fslearn.with_test_views` for a ``learner``,
             :class:`~fslearn.AveragedViews` for an ``embed`` module); 1: the image alone.
         seed: the seed of those distortions.
+        transductive_steps: refine a prototypical ``learner``'s prototypes with each run's 20
+            test images, this many soft k-means steps
+            (:func:`~fslearn.with_transductive_prototypes`; 0: none). A transductive test:
+            every answer then depends on the run's other test images.
 
     Returns:
-        ``{"errors": [error % of each run], "mean_error": their mean, "test_views": N}``.
+        ``{"errors": [error % of each run], "mean_error": their mean, "test_views": N}``,
+        and ``"transductive_steps"`` when it is not 0.
 
     Raises:
         TypeError: not exactly one of ``embed`` and ``learner``; ``test_views > 1`` with a
-            learner whose embeddings views cannot average, or an ``embed`` that is no module.
+            learner whose embeddings views cannot average, or an ``embed`` that is no module;
+            ``transductive_steps`` with anything but a prototypical ``learner``.
         ValueError: no runs, embeddings or logits of the wrong shape, or NaN in them; the
             views do not fit the device's memory.
     """
@@ -60,6 +74,12 @@ def evaluate_runs(
     if not runs:
         raise ValueError("no runs to evaluate; load them with load_runs()")
     check_positive_int("test_views", test_views)
+    transductive_steps = check_positive_int("transductive_steps", transductive_steps, minimum=0)
+    if transductive_steps and learner is None:
+        raise TypeError(
+            f"transductive_steps={transductive_steps} refines the prototypes of a prototypical "
+            "learner; pass learner= (an fsl.ProtoNet), not embed=, or leave it out"
+        )
     if test_views > 1 and learner is not None:
         learner = with_test_views(learner, test_views, seed=seed)
     elif test_views > 1:
@@ -69,6 +89,8 @@ def evaluate_runs(
                 f"{type(embed).__name__}: wrap the network itself, or leave test_views out"
             )
         embed = AveragedViews(embed, test_views, seed=seed)
+    if transductive_steps:
+        learner = with_transductive_prototypes(learner, transductive_steps)
     model = embed if learner is None else learner
     if device is None:
         device = model_device(model) if isinstance(model, torch.nn.Module) else torch.device("cpu")
@@ -101,4 +123,5 @@ def evaluate_runs(
                 _check_finite(logits, f"{run.name}: the learner")
                 predicted = logits.argmax(1)
             errors.append(100.0 * (predicted.cpu() != run.query_y).sum().item() / len(run.query_y))
-    return {"errors": errors, "mean_error": sum(errors) / len(errors), "test_views": test_views}
+    scores = {"errors": errors, "mean_error": sum(errors) / len(errors), "test_views": test_views}
+    return scores | ({"transductive_steps": transductive_steps} if transductive_steps else {})
