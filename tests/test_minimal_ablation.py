@@ -13,7 +13,8 @@ import torch
 import fslearn as fsl
 from fslearn import bench
 from fslearn.bench.minimal import _union
-from fslearn.training.presets import MINIMAL
+from fslearn.bench.minimal_followup import NETWORK_SETTINGS
+from fslearn.training.presets import MINIMAL, MINIMAL_TEST_VIEWS
 
 from synthetic import labelled_dataset
 
@@ -155,8 +156,9 @@ def test_the_committed_ablation_is_the_rows_the_benchmark_runs():
     assert "--scale" not in record["command"]  # the full budget, as the chapter reads it
     rows = {row["row"]: row for row in record["rows"]}
     assert list(rows) == [*bench.KEPT, *bench.DROPPED]
+    # The network the recipe trained then, which the second ablation trains again.
     recipe = rows["+ the recipe's budget"]
-    assert {key: recipe[key] for key in MINIMAL} == MINIMAL
+    assert {key: recipe[key] for key in NETWORK_SETTINGS} == NETWORK_SETTINGS
     assert all(row["test_episodes"] == 200 for row in rows.values())
     for row in rows.values():
         alphabets = (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
@@ -204,7 +206,7 @@ def test_a_row_that_tests_differently_needs_the_network_it_tests():
 
 
 def test_the_committed_second_ablation_is_the_rows_the_benchmark_runs():
-    from fslearn.bench.minimal_followup import NETWORK_SETTINGS, in_recipe
+    from fslearn.bench.minimal_followup import in_recipe
 
     record = bench.recorded_followup_ablation()
     assert record["command"].startswith("python benchmarks/bench_minimal.py")
@@ -224,5 +226,27 @@ def test_the_committed_second_ablation_is_the_rows_the_benchmark_runs():
         alphabets = (row["Japanese_(katakana) (%)"] + row["Sanskrit (%)"]) / 2
         assert row["accuracy"] == pytest.approx(alphabets)
         assert 100 * statistics.fmean(row["per_episode"]) == pytest.approx(row["accuracy"])
-    # The recipe as scored makes every change the recipe keeps.
-    assert rows[bench.RECIPE_ROW]["kept"] and network["kept"]
+    # Two rows are the recipe: the network it trains, and that network as it is scored.
+    trained, scored = (row for row in rows.values() if row["kept"])
+    assert {key: trained[key] for key in MINIMAL} == MINIMAL and "test_views" not in trained
+    assert scored["compared_with"] == trained["row"]
+    assert {key: scored[key] for key in MINIMAL} == MINIMAL
+    assert scored["test_views"] == MINIMAL_TEST_VIEWS
+
+
+def test_the_rows_kept_follow_the_recipe_as_it_is_now(monkeypatch):
+    from fslearn.bench import minimal_followup
+    from fslearn.bench.minimal_followup import in_recipe, row_settings
+
+    kept = [name for name in bench.FOLLOW_UP if in_recipe(name)]
+    assert kept == [bench.RECIPE_NETWORK, bench.RECIPE_ROW]
+    # A row is its chain of changes: the five refinements test the 8 views' network.
+    settings = row_settings("transductive, 5 refinements", scale=0.5)
+    assert settings["test_views"] == MINIMAL_TEST_VIEWS and settings["transductive_steps"] == 5
+    assert settings["steps"] == MINIMAL["steps"] // 2 and settings["augment"] == 1.0
+    # Without distortions, the recipe would be the rows trained without them.
+    monkeypatch.setitem(minimal_followup.MINIMAL, "augment", 0.0)
+    assert [name for name in bench.FOLLOW_UP if in_recipe(name)] == [
+        "without distortions",
+        "8 views, trained without distortions",
+    ]

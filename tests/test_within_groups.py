@@ -205,7 +205,7 @@ def test_the_second_ablation_measures_the_named_rows_and_merges_them(tmp_path, r
         assert done.returncode == 0, done.stderr
         return json.loads(out.read_text())
 
-    run("without distortions")
+    run("without distortions", "stroke widths")
     record = run("transductive prototypes")
     rows = {row["row"]: row for row in record["rows"]}
     # The named rows, and the networks the second tests: in the table's order.
@@ -213,11 +213,13 @@ def test_the_second_ablation_measures_the_named_rows_and_merges_them(tmp_path, r
     assert list(rows) == [
         network,
         "without distortions",
+        "stroke widths",
         bench.RECIPE_ROW,
         "transductive prototypes",
     ]
+    assert rows["stroke widths"]["stroke_width"] == 0.5 and rows[network]["augment"] == 1
     assert "--rows" not in record["command"] and record["command"].endswith(str(out))
-    assert "--rows 'without distortions'" in rows["without distortions"]["measured_by"]
+    assert "--rows 'without distortions' 'stroke widths'" in rows["stroke widths"]["measured_by"]
     assert rows["without distortions"]["augment"] == 0 and rows[network]["augment"] == 1
     assert rows[network]["steps"] == round(MINIMAL["steps"] * 0.0005)
     # Testing differently trains nothing; every row scores the same episodes.

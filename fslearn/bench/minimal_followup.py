@@ -13,6 +13,7 @@ from ..common import check_positive_int, default_device, progress_bar
 from ..data.catalog import load_dataset
 from ..methods.transductive import with_transductive_prototypes
 from ..methods.views import with_test_views
+from ..sampling.strokes import StrokeWidth
 from ..training.metric_recipes import train_protonet
 from ..training.presets import MINIMAL, MINIMAL_TEST_VIEWS
 from .minimal import row_summary, scaled_budget, scored_row
@@ -43,7 +44,9 @@ FOLLOW_UP = {
     RECIPE_NETWORK: (None, {}),
     "without distortions": (RECIPE_NETWORK, dict(augment=0.0)),
     "episodes within one alphabet": (RECIPE_NETWORK, dict(within_groups=True)),
+    "stroke widths": (RECIPE_NETWORK, dict(stroke_width=0.5)),
     RECIPE_ROW: (RECIPE_NETWORK, dict(test_views=MINIMAL_TEST_VIEWS)),
+    "8 views, trained without distortions": (RECIPE_ROW, dict(augment=0.0)),
     "16 test-time views": (RECIPE_ROW, dict(test_views=16)),
     "views at half the strength": (RECIPE_ROW, dict(test_strength=0.5)),
     "transductive prototypes": (RECIPE_ROW, dict(transductive_steps=1)),
@@ -59,13 +62,23 @@ RECIPE_DEFAULTS = dict(
     test_strength=VIEW_STRENGTH,
     transductive_steps=0,
     within_groups=False,
+    stroke_width=0.0,
 )
 
 
+def row_settings(name: str, scale: float = 1.0) -> dict:
+    """The settings of the row ``name``: :data:`NETWORK_SETTINGS` (its steps times ``scale``)
+    with the change of every row on its way from the first, in order."""
+    base, change = FOLLOW_UP[name]
+    above = scaled_budget(NETWORK_SETTINGS, scale) if base is None else row_settings(base, scale)
+    return {**above, **change}
+
+
 def in_recipe(name: str) -> bool:
-    """Whether ``--recipe minimal``, as it is now, makes the change of the row ``name``."""
+    """Whether the row ``name`` is ``--recipe minimal`` as it is now: its network, trained
+    as the recipe trains it, tested as the recipe tests it where the row says how."""
     recipe = {**RECIPE_DEFAULTS, **MINIMAL}
-    return all(recipe.get(key) == value for key, value in FOLLOW_UP[name][1].items())
+    return all(recipe.get(key) == value for key, value in row_settings(name).items())
 
 
 #: The settings that change how a network is tested, not how it is trained.
@@ -134,12 +147,7 @@ def followup_ablation(
     train = load_dataset("omniglot-small", "train", **where)
     test = load_dataset("omniglot-small", "test", **where)
     bar = progress_bar(len(names), "minimal recipe, second ablation", progress)
-    settings = {}
-    for name, (base, change) in FOLLOW_UP.items():
-        settings[name] = {
-            **(settings[base] if base else scaled_budget(NETWORK_SETTINGS, scale)),
-            **change,
-        }
+    settings = {name: row_settings(name, scale) for name in names}
     results, networks = [], {}
     for name in names:
         base = FOLLOW_UP[name][0]
@@ -147,6 +155,8 @@ def followup_ablation(
             networks[name], seconds = networks[base], 0.0
         else:
             training = {k: v for k, v in settings[name].items() if k not in TEST_TIME}
+            if "stroke_width" in training:
+                training["transform"] = StrokeWidth(training.pop("stroke_width"))
             sync(device)
             start = time.perf_counter()
             networks[name] = train_protonet(train, **training, seed=0, progress=False)[0]
