@@ -16,25 +16,26 @@ from ..methods.views import with_test_views
 from ..sampling.strokes import StrokeWidth
 from ..training.metric_recipes import train_protonet
 from ..training.presets import MINIMAL, MINIMAL_TEST_VIEWS
-from .minimal import row_summary, scaled_budget, scored_row
+from .minimal import BASELINE_SETTINGS, KEPT, row_summary, scaled_budget, scored_row
 from .timing import sync
 
+#: The settings that change how a network is tested, not how it is trained.
+TEST_TIME = ("test_views", "test_strength", "transductive_steps")
 #: The first row: the network ``--recipe minimal`` trained when this ablation began, scored
 #: on its own, without test-time views.
 RECIPE_NETWORK = "the recipe's network"
-#: Its settings, those of :data:`MINIMAL` then, kept apart so that a change of the recipe
+#: Its settings: the first ablation's baseline with every training choice of its kept rows,
+#: the network it ends with, kept apart from :data:`MINIMAL` so that a change of the recipe
 #: leaves the rows measured as they were.
-NETWORK_SETTINGS = dict(
-    n_way=20,
-    n_shot=1,
-    n_query=5,
-    steps=9000,
-    halve_every=3000,
-    hidden_channels=64,
-    rotate_classes=True,
-    reflect_classes=True,
-    augment=1.0,
-)
+NETWORK_SETTINGS = {
+    **BASELINE_SETTINGS,
+    **{
+        key: value
+        for change in KEPT.values()
+        for key, value in change.items()
+        if key not in TEST_TIME
+    },
+}
 #: The recipe as ``fslearn eval --test-views 8`` scores it: its network on averaged views.
 RECIPE_ROW = "8 test-time views"
 #: The rows: name → (the row it changes, the change). A change of ``steps``, ``augment`` or
@@ -79,10 +80,6 @@ def in_recipe(name: str) -> bool:
     as the recipe trains it, tested as the recipe tests it where the row says how."""
     recipe = {**RECIPE_DEFAULTS, **MINIMAL}
     return all(recipe.get(key) == value for key, value in row_settings(name).items())
-
-
-#: The settings that change how a network is tested, not how it is trained.
-TEST_TIME = ("test_views", "test_strength", "transductive_steps")
 
 
 def _tests_only(name: str) -> bool:

@@ -17,7 +17,7 @@ from ..sampling.episode_set import EpisodeSet
 from ..training.checkpoint_file import read_checkpoint
 from ..training.specs import load_learner
 from .support import UsageError, dataset_for, image_options, parse_device
-from .test_time import as_tested, how_tested, test_fields
+from .test_time import as_tested, check_test_time, how_tested, test_fields
 
 
 def _task_batch(learner) -> int | None:
@@ -247,7 +247,7 @@ def eval_runs(args) -> int:
     learner = load_learner(
         args.checkpoint, n_way=20, image_shape=(1, *runs[0].support_x.shape[-2:]), device=device
     )
-    as_tested(  # refused here with the command line's fix; evaluate_runs tests it so
+    check_test_time(  # evaluate_runs then wraps the learner so
         learner,
         args.checkpoint,
         test_views=args.test_views,

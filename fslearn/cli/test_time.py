@@ -33,12 +33,12 @@ def _check_views(learner, views: int, checkpoint, *, image_shape, n_images: int,
         raise UsageError(str(error)) from None
 
 
-def as_tested(
+def check_test_time(
     learner, checkpoint, *, test_views: int, transductive_steps: int, image_shape, n_images, device
-):
-    """``learner`` embedding each image as its mean over ``test_views`` views (1: the image
-    alone) and refining its prototypes with the queries in ``transductive_steps`` steps (0:
-    none), each refused with the fix before any episode is scored."""
+) -> None:
+    """Refuse, with the fix, ``test_views`` views (:func:`_check_views`) or
+    ``transductive_steps`` refinements that ``learner`` cannot take, before any episode is
+    scored."""
     _check_views(
         learner, test_views, checkpoint, image_shape=image_shape, n_images=n_images, device=device
     )
@@ -47,6 +47,23 @@ def as_tested(
             "--transductive-steps refines the prototypes of a protonet learner; "
             f"{_holds(checkpoint, learner)}: leave --transductive-steps out"
         )
+
+
+def as_tested(
+    learner, checkpoint, *, test_views: int, transductive_steps: int, image_shape, n_images, device
+):
+    """``learner`` embedding each image as its mean over ``test_views`` views (1: the image
+    alone) and refining its prototypes with the queries in ``transductive_steps`` steps (0:
+    none), checked by :func:`check_test_time` first."""
+    check_test_time(
+        learner,
+        checkpoint,
+        test_views=test_views,
+        transductive_steps=transductive_steps,
+        image_shape=image_shape,
+        n_images=n_images,
+        device=device,
+    )
     if test_views > 1:
         learner = with_test_views(learner, test_views)
     if transductive_steps:
